@@ -1,0 +1,1 @@
+"""pantau's detectors: a pure library (no Kafka), shared by the stream and offline replay."""

@@ -1,0 +1,67 @@
+"""One submission in, its findings out: the form checks, the misread diagnosis and revision tracking.
+
+The stream and the offline replay both call :class:`TpsInspector`; there is no other path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+
+from pantau.schemas import Alert, Tally
+
+from .form import Capacity, check_form, form_alerts
+from .ocr import diagnose, misread_alert
+from .revision import State, revise, state_key
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """The alerts for one submission, and the revision state to store once they are published."""
+
+    alerts: list[Alert]
+    key: str
+    state: State
+
+
+class TpsInspector:
+    """Runs every TPS-level detector on a tally.
+
+    ``states`` holds the revision state per ``kode_tps:jenis``: a dict offline, a Faust table in the
+    stream. :meth:`inspect` does not write it; :meth:`commit` does, after the caller has published.
+
+    >>> from pantau.schemas import parse_envelope, normalize
+    >>> inspector = TpsInspector()
+    >>> doc = {"chart": {"null": None, "100025": 105, "100026": 48, "100027": 880},
+    ...        "administrasi": {"suara_sah": 233, "suara_tidak_sah": 4, "suara_total": 237}}
+    >>> tally = normalize(parse_envelope({"kode_tps": "3173011002090", "jenis": "ppwp", "doc": doc}))
+    >>> [a.detector for a in inspector(tally)]
+    ['form.sum_valid', 'form.capacity', 'ocr.misread']
+    >>> inspector(tally)[-1].suggestions[0]
+    Suggestion(field='chart.100027', current=880, proposed=80, confidence=0.9..., edit='crossed_box')
+    """
+
+    def __init__(self, capacity: Capacity = Capacity(), states: MutableMapping[str, State] | None = None):
+        self.capacity = capacity
+        self.states: MutableMapping[str, State] = {} if states is None else states
+
+    def inspect(self, tally: Tally) -> Inspection:
+        form = check_form(tally, self.capacity)
+        alerts = form_alerts(tally, form)
+        suggestions = diagnose(tally, form)
+        if suggestions:
+            alerts.append(misread_alert(tally, form, suggestions))
+        findings = {a.detector: a.alert_id for a in alerts}
+        suggested = {s.field: s.proposed for s in suggestions}
+        key = state_key(tally)
+        revision_alerts, state = revise(self.states.get(key), tally, findings, suggested)
+        return Inspection(alerts + revision_alerts, key, state)
+
+    def commit(self, inspection: Inspection) -> None:
+        self.states[inspection.key] = inspection.state
+
+    def __call__(self, tally: Tally) -> list[Alert]:
+        """Inspect and commit at once (offline use)."""
+        inspection = self.inspect(tally)
+        self.commit(inspection)
+        return inspection.alerts

@@ -1,0 +1,1 @@
+"""Kafka/Faust streaming layer of pantau (embedded broker, apps, agents)."""

@@ -1,0 +1,63 @@
+"""Shared fixtures: the shipped DKI sample (always there) and ../shared/data (skipped where absent)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from pantau import demo_data
+from pantau.schemas import Tally, normalize, parse_envelope
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SIREKAP = SHARED / "sirekap"
+CURATED = SIREKAP / "curated"
+
+
+def shared_file(*parts: str) -> Path:
+    """A file of ../shared/data, or skip the test with the reason."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the ../shared/data reference set, absent in a user's clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dki_envelopes() -> list[dict]:
+    """The 1,000 shipped real DKI Jakarta envelopes, decoded."""
+    with gzip.open(demo_data(), "rt", encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="session")
+def curated() -> dict[str, dict]:
+    """The curated real edge-case documents by name (e.g. ``ocr_misread_paslon03_551``), as envelopes."""
+    if not CURATED.exists():
+        pytest.skip(f"needs {CURATED} (the ../shared/data reference set)")
+    documents = {}
+    for path in sorted(CURATED.glob("*.json")):
+        name, kode = path.stem.rsplit("__", 1)
+        documents[name] = {"kode_tps": kode, "jenis": "ppwp", "doc": json.loads(path.read_text())}
+    return documents
+
+
+def tally_of(kode_tps: str = "3173011005116", jenis: str = "ppwp", **doc) -> Tally:
+    """A tally from document fields given as keyword arguments."""
+    return normalize(parse_envelope({"kode_tps": kode_tps, "jenis": jenis, "doc": doc}))
+
+
+#: A real consistent document (complete_consistent__3173011005116), inlined so tests need no ../shared.
+CONSISTENT_DOC = {
+    "chart": {"null": None, "100025": 53, "100026": 118, "100027": 36},
+    "administrasi": {
+        "suara_sah": 207, "suara_total": 209, "pemilih_dpt_j": 276, "pemilih_dpt_l": 138, "pemilih_dpt_p": 138,
+        "pengguna_dpt_j": 202, "pengguna_dpt_l": 96, "pengguna_dpt_p": 106, "pengguna_dptb_j": 0,
+        "pengguna_dptb_l": 0, "pengguna_dptb_p": 0, "suara_tidak_sah": 2, "pengguna_total_j": 209,
+        "pengguna_total_l": 102, "pengguna_total_p": 107, "pengguna_non_dpt_j": 7, "pengguna_non_dpt_l": 6,
+        "pengguna_non_dpt_p": 1,
+    },
+    "psu": None, "ts": "2024-02-15 00:41:44", "status_suara": True, "status_adm": True,
+}  # fmt: skip
