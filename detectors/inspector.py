@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from pantau.schemas import Alert, Tally
 
-from .form import Capacity, check_form, form_alerts
-from .ocr import diagnose, misread_alert
+from .findings import find
+from .form import Capacity
 from .revision import State, revise, state_key
 
 
@@ -46,16 +46,13 @@ class TpsInspector:
         self.states: MutableMapping[str, State] = {} if states is None else states
 
     def inspect(self, tally: Tally) -> Inspection:
-        form = check_form(tally, self.capacity)
-        alerts = form_alerts(tally, form)
-        suggestions = diagnose(tally, form)
-        if suggestions:
-            alerts.append(misread_alert(tally, form, suggestions))
-        findings = {a.detector: a.alert_id for a in alerts}
-        suggested = {s.field: s.proposed for s in suggestions}
+        now = find(tally, self.capacity)
         key = state_key(tally)
-        revision_alerts, state = revise(self.states.get(key), tally, findings, suggested)
-        return Inspection(alerts + revision_alerts, key, state)
+        revision_alerts, state = revise(self.states.get(key), tally, now, self._find)
+        return Inspection(now.alerts + revision_alerts, key, state)
+
+    def _find(self, tally: Tally):
+        return find(tally, self.capacity)
 
     def commit(self, inspection: Inspection) -> None:
         self.states[inspection.key] = inspection.state

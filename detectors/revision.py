@@ -3,80 +3,160 @@
 Sirekap overwrites documents in place with no version field, so revisions are found by diffing.
 A half filling in (null → number) is normal progress, not a revision. A number that changes is:
 
-``revision.changed``   numbers changed; severity by the *swing* (vote changes as a share of the TPS's
-                       valid votes): info below 5%, warning from 5%, critical from 25%.
-``revision.flipflop``  a number returned to a value it had before (A → B → A): someone is fighting
-                       over this form, or two sources overwrite each other.
-``revision.resolved``  the change made earlier failing findings pass: a correction. Names the alert ids
-                       it resolves, so the desk can close the case; says whether the new value is the
-                       one pantau had suggested.
+``revision.resolved``  the change makes earlier failing findings hold again: a correction. ``resolves``
+                       names the alert ids it closes, and the evidence says whether the new values are
+                       the ones pantau had suggested.
+``revision.changed``   any other change of numbers, or votes moved beyond what a correction needed;
+                       severity by the *swing* (votes moved, less what mended a vote-sum identity, as a
+                       share of the TPS's valid votes): info below 5%, warning from 5%, critical from 25%.
 
-State is a small JSON-able dict per ``kode_tps:jenis`` so the stream can keep it in a changelog-backed
-table. :func:`revise` is pure: it returns the alerts and the next state, and the caller stores the
-state only once the alerts are safely published.
+When a change alters a finding that still fails, the finding gets a new id, and the revision alert
+(``revision.resolved`` if there is one, else ``revision.changed``) ``resolves`` (supersedes) the old one.
+``revision.flipflop``  a number went back to a value it had before (A → B → A): someone is fighting over
+                       this form, or two sources overwrite each other.
+
+A finding whose numbers were withdrawn (back to null) is not resolved: it is no longer judged, and
+stays open for a person to see.
+
+The state per ``kode_tps:jenis`` is small and JSON-able (the counts, short histories of changed
+fields, a version number) so the stream keeps it in a changelog-backed table. Earlier findings are not
+stored: they are recomputed from the previous counts, which gives the very same alert ids.
+:func:`revise` is pure; the caller stores the state once the alerts are published.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pantau.schemas import Alert, Tally
 
 from .alerts import tps_alert
+from .findings import Findings
 
 SWING_WARNING = 0.05
 SWING_CRITICAL = 0.25
-#: Earlier values kept per field to recognise flip-flops (bounded state).
-HISTORY = 4
+#: Earlier values kept per changed field, and changed fields remembered, to recognise flip-flops
+#: (bounded: a ppwp state stays under 1 KiB however often the form is re-read).
+HISTORY = 3
+HISTORY_FIELDS = 12
 
 State = dict[str, Any]
+
+#: Identities over vote counts: mending one moves exactly its difference in votes.
+VOTE_SUMS = frozenset({"form.sum_valid", "form.party_total"})
+
+_SHORT = (("administrasi.", "a."), ("chart.", "c."), ("caleg.", "k."))
+
+
+def pack(counts: dict[str, int]) -> dict[str, int]:
+    """Counts with short path prefixes, for a compact state (``administrasi.x`` → ``a.x``)."""
+    return {_shorten(path): value for path, value in counts.items()}
+
+
+def unpack(packed: dict[str, int]) -> dict[str, int]:
+    return {_lengthen(path): value for path, value in packed.items()}
+
+
+def _shorten(path: str) -> str:
+    for long, short in _SHORT:
+        if path.startswith(long):
+            return short + path[len(long) :]
+    return path
+
+
+def _lengthen(path: str) -> str:
+    for long, short in _SHORT:
+        if path.startswith(short):
+            return long + path[len(short) :]
+    return path
 
 
 def state_key(tally: Tally) -> str:
     return f"{tally.kode_tps}:{tally.jenis}"
 
 
-def _swing(tally: Tally, changes: dict[str, list[int | None]]) -> float:
-    moved = sum(abs((new or 0) - (old or 0)) for f, (old, new) in changes.items() if f.startswith(("chart.", "caleg.")))
-    base = tally.counts.get("administrasi.suara_sah") or sum(
-        v for f, v in tally.counts.items() if f.startswith("chart.") and not f.endswith(".jml_suara_partai")
-    )
-    return moved / max(base, 1)
+def _vote_fields(tally: Tally) -> Callable[[str], bool]:
+    if tally.party_ballot:
+        return lambda f: f.startswith("chart.") and f.endswith(".jml_suara_total")
+    return lambda f: f.startswith("chart.")
+
+
+def _swing(tally: Tally, changes: dict[str, list[int | None]], allowance: int) -> float:
+    """Votes moved beyond what corrections needed (``allowance``), as a share of the valid votes."""
+    is_vote = _vote_fields(tally)
+    moved = sum(abs((new or 0) - (old or 0)) for f, (old, new) in changes.items() if is_vote(f))
+    base = tally.counts.get("administrasi.suara_sah") or sum(v for f, v in tally.counts.items() if is_vote(f))
+    return max(moved - allowance, 0) / max(base, 1)
+
+
+def _resolved(before: Findings, now: Findings, counts: dict[str, int]) -> tuple[dict[str, str], set[str], int]:
+    """Earlier findings that now hold with all their fields present, the fields that mended them, and
+    the votes a correction had to move (the vote-sum identities' differences it mended)."""
+    judged_now = set(now.form.judged)
+    failed_by: dict[str, list] = {}
+    for failure in before.form.failures:
+        failed_by.setdefault(failure.identity.detector, []).append(failure.identity)
+    resolved: dict[str, str] = {}
+    fields: set[str] = set()
+    allowance = 0
+    for detector, alert_id in before.open.items():
+        if detector in now.open:
+            continue
+        if detector == "form.capacity":
+            involved = set(before.form.over_capacity)
+            mended = involved <= counts.keys()
+        elif detector == "ocr.misread":
+            identities = [f.identity for f in before.form.failures]
+            involved = {f for i in identities for f in i.fields} | set(before.form.over_capacity)
+            mended = not now.form.failures and set(identities) <= judged_now and involved <= counts.keys()
+        else:
+            identities = failed_by.get(detector, [])
+            involved = {f for i in identities for f in i.fields}
+            mended = set(identities) <= judged_now
+        if mended:
+            resolved[detector] = alert_id
+            fields |= involved
+    for failure in before.form.failures:
+        if failure.identity.detector in resolved and failure.identity.detector in VOTE_SUMS:
+            allowance += abs(failure.difference)
+    return resolved, fields, allowance
 
 
 def revise(
-    previous: State | None, tally: Tally, findings: dict[str, str], suggested: dict[str, int]
+    previous: State | None, tally: Tally, now: Findings, recheck: Callable[[Tally], Findings]
 ) -> tuple[list[Alert], State]:
     """Compare a submission with the previous state of its TPS; return the alerts and the next state.
 
-    ``findings`` maps the detectors that fire on this submission to their alert ids; ``suggested``
-    maps fields to the values pantau suggests for them now (to recognise accepted suggestions later).
+    ``now`` are the submission's own findings; ``recheck`` computes findings for other counts (it is
+    called on the previous counts, only when numbers changed).
     """
-    state: State = {"c": dict(tally.counts), "h": {}, "o": findings, "s": suggested, "v": 1}
     if previous is None:
-        return [], state
-    old_counts: dict[str, int] = previous["c"]
-    history: dict[str, list[int]] = {f: list(v) for f, v in previous["h"].items()}
-    state["v"] = previous["v"]
-    state["h"] = history
+        return [], {"c": pack(tally.counts), "h": {}, "v": 1}
+    old_counts = unpack(previous["c"])
     changes: dict[str, list[int | None]] = {}
     for field, old in old_counts.items():
         new = tally.counts.get(field)
         if new != old:
             changes[field] = [old, new]
+    history: dict[str, list[int]] = {f: list(v) for f, v in previous["h"].items()}
+    state: State = {"c": pack(tally.counts), "h": history, "v": previous["v"] + bool(changes)}
     if not changes:
         return [], state
-    state["v"] = previous["v"] + 1
 
     alerts: list[Alert] = []
     returned = {}
     for field, (old, new) in changes.items():
-        past = history.setdefault(field, [])
+        short = _shorten(field)
+        past = history.pop(short, [])
         if new is not None and new in past:
             returned[field] = past + [old, new]
         if old not in past:
             past.append(old)
-        del past[:-HISTORY]
+        history[short] = past[-HISTORY:]  # re-inserted last: the most recently changed fields are kept
+    for stale in list(history)[:-HISTORY_FIELDS]:
+        del history[stale]
     if returned:
         detail = "; ".join(f"{f}: {' → '.join(map(str, seq))}" for f, seq in returned.items())
         alerts.append(tps_alert(
@@ -86,27 +166,36 @@ def revise(
             {"returned": returned, "version": state["v"]},
         ))  # fmt: skip
 
-    evidence = {"changes": changes, "version": state["v"], "swing": round(_swing(tally, changes), 4)}
-    listed = "; ".join(f"{f}: {old} → {new}" for f, (old, new) in changes.items())
-    resolved = {d: a for d, a in previous["o"].items() if d not in findings}
+    earlier_paths = tuple(p for p in old_counts if p.startswith(("chart.", "caleg.")) and p not in tally.declared)
+    before = recheck(replace(tally, counts=old_counts, declared=tally.declared + earlier_paths))
+    resolved, mending_fields, allowance = _resolved(before, now, tally.counts)
+    superseded = sorted(a for d, a in before.open.items() if d in now.open and now.open[d] != a)
+    corrections = {f: c for f, c in changes.items() if f in mending_fields}
+    others = {f: c for f, c in changes.items() if f not in mending_fields}
+    swing = round(_swing(tally, changes, allowance), 4)
     if resolved:
-        accepted = {f: v for f, v in previous["s"].items() if tally.counts.get(f) == v}
-        evidence |= {"resolved": sorted(resolved), "accepted_suggestions": accepted}
-        note_id = " sesuai saran pantau" if accepted else ""
-        note_en = ", as pantau suggested" if accepted else ""
+        accepted = {s.field: s.proposed for s in before.suggestions if tally.counts.get(s.field) == s.proposed}
+        listed = "; ".join(f"{f}: {old} → {new}" for f, (old, new) in corrections.items())
+        note_id, note_en = (" sesuai saran pantau", ", as pantau suggested") if accepted else ("", "")
+        names = ", ".join(sorted(resolved))
         alerts.append(tps_alert(
             tally, "revision.resolved", "info", len(resolved),
-            f"Perbaikan data{note_id} menyelesaikan temuan {', '.join(sorted(resolved))} ({listed}).",
-            f"A correction{note_en} resolves {', '.join(sorted(resolved))} ({listed}).",
-            evidence, resolves=resolved.values(),
+            f"Perbaikan data{note_id} menyelesaikan temuan {names} ({listed}).",
+            f"A correction{note_en} resolves {names} ({listed}).",
+            {"changes": corrections, "version": state["v"], "resolved": sorted(resolved),
+             "accepted_suggestions": accepted, "superseded": superseded},
+            resolves=[*resolved.values(), *superseded],
         ))  # fmt: skip
-    else:
-        swing = evidence["swing"]
+    if others or swing > 0:
+        moved = others or corrections
         severity = "critical" if swing >= SWING_CRITICAL else "warning" if swing >= SWING_WARNING else "info"
+        listed = "; ".join(f"{f}: {old} → {new}" for f, (old, new) in moved.items())
+        closes = [] if resolved else superseded
         alerts.append(tps_alert(
             tally, "revision.changed", severity, swing,
             f"Angka berubah dari versi sebelumnya, pergeseran suara {swing:.1%} ({listed}).",
             f"Numbers changed from the previous version, vote swing {swing:.1%} ({listed}).",
-            evidence,
+            {"changes": moved, "version": state["v"], "swing": swing, "superseded": closes},
+            resolves=closes,
         ))  # fmt: skip
     return alerts, state

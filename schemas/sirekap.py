@@ -82,7 +82,8 @@ def validate_kode_tps(kode: str) -> str:
     return kode
 
 
-KodeTPS = Annotated[str, StringConstraints(strict=True)]
+#: Checked by :func:`validate_kode_tps` (for its readable reasons); the pattern is for JSON Schema users.
+KodeTPS = Annotated[str, StringConstraints(strict=True), Field(json_schema_extra={"pattern": "^[0-9]{13}$"})]
 
 
 class PartyVotes(BaseModel):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from .sirekap import Jenis
+from .sirekap import Count, Jenis
 
 Decision = Literal["confirmed", "false_alarm", "field_check", "corrected"]
 
@@ -27,9 +27,9 @@ class Verdict(BaseModel):
     kode_tps: str | None = None
     region: str
     decision: Decision
-    corrected_values: dict[str, int] = Field(default_factory=dict)
-    note: str = Field(min_length=1, max_length=4000)
-    decided_by: str = Field(min_length=1)
+    corrected_values: dict[str, Count] = Field(default_factory=dict)
+    note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+    decided_by: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
     role: Literal["verifier", "supervisor"]
     decided_at: datetime
 
