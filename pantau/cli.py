@@ -44,7 +44,15 @@ def cmd_replay_offline(inputs: list[str], out: str, rejects: str | None) -> int:
     return 0
 
 
-def cmd_demo(out: str) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.offline:
+        from .demo import run
+
+        return run(exit_when_done=args.exit_when_done, lang=args.lang)
+    return cmd_demo_offline(args.out)
+
+
+def cmd_demo_offline(out: str) -> int:
     print(f"pantau {__version__} demo: offline replay of 1,000 real 2024 DKI Jakarta Sirekap documents\n"
           f"({demo_data().name}, MIT-licensed sample; see pantau/data/NOTICE.md)\n", file=sys.stderr)  # fmt: skip
     code = cmd_replay_offline([str(demo_data())], out, None)
@@ -68,6 +76,75 @@ def _print_examples(alerts_file: Path, limit: int = 5) -> None:
         console.print("  (none)")
 
 
+def cmd_replay_broker(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .replay import records_of
+    from .stream.ingest import publish
+    from .stream.settings import Settings
+
+    settings = Settings.from_env(**({"broker": args.broker} if args.broker else {}))
+    topic = args.topic or settings.topic_submissions
+    records = _progress(records_of(args.inputs), f"publishing to {topic}")
+    summary = publish(records, settings.bootstrap, topic, rate=args.rate)
+    Console(stderr=True).print(
+        f"published {summary.published:,} messages to {topic} in {summary.seconds:.1f} s "
+        f"({summary.published / max(summary.seconds, 1e-9):,.0f}/s); {summary.invalid:,} of them failed validation "
+        "and go to the dead-letter topic with the reason"
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .stream.app import create_app
+    from .stream.broker import create_topics
+    from .stream.settings import Settings
+
+    overrides = {k: v for k, v in (("broker", args.broker), ("web_port", args.web_port)) if v is not None}
+    settings = Settings.from_env(**overrides)
+    create_topics(settings.bootstrap, settings.topics, replication_factor=settings.replication)
+    app = create_app(settings)
+    web = ["--without-web"] if args.without_web else ["--web-port", str(settings.web_port), "--web-host", settings.web_host]
+    sys.argv = ["pantau-worker", "worker", "--loglevel", args.loglevel, *web]
+    app.main()
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from .stream.broker import main as broker_main
+
+    return broker_main(["--port", str(args.port), *[a for t in args.topic for a in ("--topic", t)]])
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    import orjson
+    from rich.console import Console
+
+    from .console import print_alert
+    from .stream.ingest import topic_consumer
+    from .stream.settings import Settings
+
+    settings = Settings.from_env(**({"broker": args.broker} if args.broker else {}))
+    console = Console(highlight=False)
+    consumer = topic_consumer(settings.bootstrap, args.topic or settings.topic_alerts, from_beginning=not args.new)
+    try:
+        while True:
+            for message in consumer:
+                alert = orjson.loads(message.value)
+                if args.min_severity and SEVERITIES.index(alert["severity"]) < SEVERITIES.index(args.min_severity):
+                    continue
+                print_alert(console, alert, args.lang)
+            if not args.follow:
+                return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        consumer.close()
+
+
+SEVERITIES = ["info", "warning", "critical"]
+
+
 def cmd_schemas_export(directory: str) -> int:
     from pantau.schemas.export import export
 
@@ -81,14 +158,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pantau {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run pantau on the shipped real 2024 DKI Jakarta documents")
-    demo.add_argument("--out", default="pantau-demo-alerts.jsonl", help="where to write the alerts")
+    demo = sub.add_parser("demo", help="embedded broker + worker on the shipped real 2024 DKI Jakarta documents")
+    demo.add_argument("--offline", action="store_true", help="no broker: the offline replay of the same data")
+    demo.add_argument("--out", default="pantau-demo-alerts.jsonl", help="with --offline: where to write the alerts")
+    demo.add_argument("--exit-when-done", action="store_true", help="stop once every document is processed")
+    demo.add_argument("--lang", choices=["en", "id"], default="en", help="language of the reasons shown")
 
-    rep = sub.add_parser("replay", help="run the detectors over archived submissions")
+    rep = sub.add_parser("replay", help="run archived submissions through pantau (offline, or into the broker)")
     rep.add_argument("inputs", nargs="+", help=".jsonl/.jsonl.gz envelopes or .csv/.csv.gz flattened rows")
-    rep.add_argument("--offline", action="store_true", required=True, help="run in this process, no broker")
-    rep.add_argument("--out", default="-", help="alerts JSONL file ('-' = stdout)")
-    rep.add_argument("--rejects", help="also write refused records with their reasons to this JSONL file")
+    mode = rep.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--offline", action="store_true", help="run the detectors in this process, no broker")
+    mode.add_argument("--broker", metavar="HOST:PORT", help="publish to the submissions topic of this broker")
+    rep.add_argument("--out", default="-", help="--offline: alerts JSONL file ('-' = stdout)")
+    rep.add_argument("--rejects", help="--offline: also write refused records with their reasons to this JSONL file")
+    rep.add_argument("--rate", type=float, help="--broker: submissions per second (default: as fast as possible)")
+    rep.add_argument("--topic", help="--broker: topic (default: PANTAU_TOPIC_SUBMISSIONS or sirekap.submissions)")
+
+    worker = sub.add_parser("worker", help="run a pantau stream worker (settings: PANTAU_* environment)")
+    worker.add_argument("--broker", metavar="HOST:PORT", help="overrides PANTAU_BROKER")
+    worker.add_argument("--web-port", type=int, help="port of /health and /metrics (overrides PANTAU_WEB_PORT)")
+    worker.add_argument("--without-web", action="store_true", help="no /health or /metrics")
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error", "crit"])
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu) on 127.0.0.1")
+    broker.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    broker.add_argument("--topic", action="append", default=[], metavar="NAME[:PARTITIONS]", help="create a topic")
+
+    alerts = sub.add_parser("alerts", help="print alerts from the alerts topic as readable lines")
+    alerts.add_argument("--broker", metavar="HOST:PORT", help="overrides PANTAU_BROKER")
+    alerts.add_argument("--follow", action="store_true", help="keep printing new alerts until Ctrl-C")
+    alerts.add_argument("--new", action="store_true", help="only alerts published from now on")
+    alerts.add_argument("--min-severity", choices=SEVERITIES)
+    alerts.add_argument("--lang", choices=["en", "id"], default="en")
+    alerts.add_argument("--topic", help="default: PANTAU_TOPIC_ALERTS or pantau.alerts")
 
     schemas = sub.add_parser("schemas", help="JSON Schemas of the topic messages")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
@@ -100,9 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        return cmd_demo(args.out)
+        return cmd_demo(args)
     if args.command == "replay":
-        return cmd_replay_offline(args.inputs, args.out, args.rejects)
+        if args.offline:
+            return cmd_replay_offline(args.inputs, args.out, args.rejects)
+        return cmd_replay_broker(args)
+    if args.command == "worker":
+        return cmd_worker(args)
+    if args.command == "broker":
+        return cmd_broker(args)
+    if args.command == "alerts":
+        return cmd_alerts(args)
     if args.command == "schemas":
         return cmd_schemas_export(args.directory)
     raise AssertionError(args.command)

@@ -182,7 +182,7 @@ def test_schemas_export_command(tmp_path):
 
 def test_demo_command_runs_on_shipped_data(tmp_path, capsys):
     out = tmp_path / "demo.jsonl"
-    assert main(["demo", "--out", str(out)]) == 0
+    assert main(["demo", "--offline", "--out", str(out)]) == 0
     assert len(out.read_bytes().splitlines()) > 100
     assert "1,000 documents inspected" in capsys.readouterr().err
 

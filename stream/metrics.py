@@ -1,0 +1,52 @@
+"""The worker's Prometheus metrics (served at ``/metrics``).
+
+Prometheus conventions: base units (seconds), ``_total`` counters, bounded label values (outcomes,
+detector names, severities, rejection codes, partition numbers; never TPS codes).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# ``*_created`` series double the exposition for no use on a dashboard.
+disable_created_metrics()
+
+#: Receipt → alert latency: a desk wants seconds; the buckets span sub-millisecond to a minute.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+
+class Metrics:
+    """One registry per worker app, so tests can run several apps in one process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.submissions = Counter(
+            "pantau_submissions", "Submissions consumed, by outcome (processed or deadlettered).",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.alerts = Counter(
+            "pantau_alerts", "Alerts published, by detector and severity.", ["detector", "severity"], registry=r
+        )
+        self.deadletters = Counter(
+            "pantau_deadletters", "Messages dead-lettered, by reason code.", ["reason"], registry=r
+        )
+        self.alert_latency = Histogram(
+            "pantau_alert_latency_seconds", "Time from a submission's receipt (received_at) to its alert being published.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.processing = Histogram(
+            "pantau_processing_seconds", "Detector time per submission (validation, detectors, state).",
+            buckets=PROCESSING_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "pantau_batch_submissions", "Submissions per processed batch.",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000), registry=r,
+        )  # fmt: skip
+        self.consumer_lag = Gauge(
+            "pantau_consumer_lag_messages", "Messages on the submissions topic not yet processed, by partition.",
+            ["partition"], registry=r,
+        )  # fmt: skip
+        for outcome in ("processed", "deadlettered"):
+            self.submissions.labels(outcome)
