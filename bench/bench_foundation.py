@@ -15,7 +15,6 @@ Uses ``../shared/data`` when present, else only the shipped sample.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from pantau import demo_data
 from pantau.detectors.form import check_form
 from pantau.detectors.ocr import diagnose
-from pantau.misreads import misread
+from pantau.misreads import misread_trial
 from pantau.replay import records_of, replay
 from pantau.schemas import normalize
 
@@ -60,18 +59,14 @@ def ocr_accuracy(tallies, n: int, seed: int) -> tuple[Counter, Counter, Counter]
     trials, top1, among = Counter(), Counter(), Counter()
     tallies = list(tallies)
     for _ in range(n):
-        tally = rng.choice(tallies)
-        field = rng.choice(sorted(tally.counts))
-        true = tally.counts[field]
-        read, kind = misread(true, rng)
-        corrupted = dataclasses.replace(tally, counts={**tally.counts, field: read})
-        suggestions = diagnose(corrupted, check_form(corrupted))
-        trials[kind] += 1
+        trial = misread_trial(tallies, rng)
+        suggestions = diagnose(trial.corrupted, check_form(trial.corrupted))
+        trials[trial.kind] += 1
         hits = [(s.field, s.proposed) for s in suggestions]
-        if hits[:1] == [(field, true)]:
-            top1[kind] += 1
-        if (field, true) in hits:
-            among[kind] += 1
+        if hits[:1] == [(trial.field, trial.true)]:
+            top1[trial.kind] += 1
+        if (trial.field, trial.true) in hits:
+            among[trial.kind] += 1
     return trials, top1, among
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from pantau.schemas import Alert, Severity, Suggestion, Tally
 from pantau.schemas.alert import alert_id

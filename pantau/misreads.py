@@ -7,6 +7,10 @@ empty box read as a digit, a look-alike digit, a spurious extra digit, a dropped
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from pantau.schemas import Tally
 
 LOOKALIKE_OF = {
     "0": "869", "1": "74", "2": "7", "3": "859", "4": "91", "5": "63",
@@ -45,3 +49,23 @@ def misread(value: int, rng: random.Random, kind: str | None = None) -> tuple[in
     if result == value:  # e.g. a dropped leading zero or an inserted leading 0: try again
         return misread(value, rng, None)
     return result, kind
+
+
+@dataclass(frozen=True, slots=True)
+class MisreadTrial:
+    """One tally with one field misread: what OCR read, and the truth to find again."""
+
+    corrupted: Tally
+    field: str
+    true: int
+    read: int
+    kind: str
+
+
+def misread_trial(tallies: Sequence[Tally], rng: random.Random) -> MisreadTrial:
+    """Pick a tally and one of its counts at random, and misread that count."""
+    tally = rng.choice(tallies)
+    field = rng.choice(sorted(tally.counts))
+    true = tally.counts[field]
+    read, kind = misread(true, rng)
+    return MisreadTrial(replace(tally, counts={**tally.counts, field: read}), field, true, read, kind)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pantau.detectors.form import check_form
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.ocr import diagnose, misread_edit
-from pantau.misreads import misread
+from pantau.misreads import misread, misread_trial
 from pantau.schemas import normalize, parse_envelope
 
 from .conftest import CONSISTENT_DOC, tally_of
@@ -128,11 +128,7 @@ def test_the_true_value_is_first_in_most_cases(consistent):
     rng = random.Random(2024)
     top, trials = 0, 2000
     for _ in range(trials):
-        tally = rng.choice(consistent)
-        field = rng.choice(sorted(tally.counts))
-        true = tally.counts[field]
-        read, _ = misread(true, rng)
-        corrupted = dataclasses.replace(tally, counts={**tally.counts, field: read})
-        suggestions = diagnose(corrupted, check_form(corrupted))
-        top += bool(suggestions) and (suggestions[0].field, suggestions[0].proposed) == (field, true)
+        trial = misread_trial(consistent, rng)
+        suggestions = diagnose(trial.corrupted, check_form(trial.corrupted))
+        top += bool(suggestions) and (suggestions[0].field, suggestions[0].proposed) == (trial.field, trial.true)
     assert top / trials >= 0.85
