@@ -204,7 +204,7 @@ def check_form(tally: Tally, capacity: Capacity = Capacity()) -> FormResult:
         if lhs_total != rhs_total and (identity.equal or lhs_total > rhs_total):
             failures.append(Failure(identity, {f: counts[f] for f in identity.fields}, lhs_total, rhs_total))
     limit = capacity.limit(tally)
-    over = {f: v for f, v in counts.items() if v > limit}
+    over = {f: v for f, v in counts.items() if v > limit} if counts and max(counts.values()) > limit else {}
     return FormResult(tuple(judged), tuple(failures), over, limit)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 from pantau.schemas import Alert, Tally
@@ -59,6 +60,7 @@ def unpack(packed: dict[str, int]) -> dict[str, int]:
     return {_lengthen(path): value for path, value in packed.items()}
 
 
+@lru_cache(maxsize=1 << 16)
 def _shorten(path: str) -> str:
     for long, short in _SHORT:
         if path.startswith(long):
@@ -66,6 +68,7 @@ def _shorten(path: str) -> str:
     return path
 
 
+@lru_cache(maxsize=1 << 16)
 def _lengthen(path: str) -> str:
     for long, short in _SHORT:
         if path.startswith(short):

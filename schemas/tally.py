@@ -33,7 +33,7 @@ class Region:
         return self.provinsi == "99"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tally:
     """What one submission says, flattened for the detectors.
 
@@ -43,7 +43,9 @@ class Tally:
     (a half may be present with some of its numbers still null).
 
     A plain dataclass, not a pydantic model: it is built from an already validated envelope, once
-    per submission on the hot path. Its JSON Schema comes from ``pydantic.TypeAdapter(Tally)``.
+    per submission on the hot path (not frozen, for the same reason: frozen ``__init__`` is several
+    times slower; treat it as read-only and derive variants with ``dataclasses.replace``). Its JSON
+    Schema comes from ``pydantic.TypeAdapter(Tally)``.
     """
 
     kode_tps: str
