@@ -96,13 +96,12 @@ def cmd_replay_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .stream.app import create_app
-    from .stream.broker import create_topics
+    from .stream.app import create_app, ensure_topics
     from .stream.settings import Settings
 
     overrides = {k: v for k, v in (("broker", args.broker), ("web_port", args.web_port)) if v is not None}
     settings = Settings.from_env(**overrides)
-    create_topics(settings.bootstrap, settings.topics, replication_factor=settings.replication)
+    ensure_topics(settings)
     app = create_app(settings)
     web = ["--without-web"] if args.without_web else ["--web-port", str(settings.web_port), "--web-host", settings.web_host]
     sys.argv = ["pantau-worker", "worker", "--loglevel", args.loglevel, *web]
@@ -196,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schemas_sub.add_parser("export", help="write one JSON Schema file per topic")
     export.add_argument("directory")
+
+    from .simulate.commands import add_commands  # simulate, simulate fit, evaluate
+
+    add_commands(sub)
     return parser
 
 
@@ -215,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_alerts(args)
     if args.command == "schemas":
         return cmd_schemas_export(args.directory)
+    if args.command in ("simulate", "evaluate"):
+        from .simulate.commands import run_command
+
+        return run_command(args)
     raise AssertionError(args.command)
 
 

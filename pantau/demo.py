@@ -24,7 +24,8 @@ from rich.console import Console
 from . import demo_data
 from .console import print_alert
 from .sources import read_records
-from .stream.broker import EmbeddedBroker, create_topics, free_port
+from .stream.app import ensure_topics
+from .stream.broker import EmbeddedBroker, free_port
 from .stream.ingest import publish, topic_consumer
 from .stream.settings import Settings
 
@@ -100,7 +101,7 @@ def run(exit_when_done: bool = False, lang: str = "en") -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pantau-demo-"))
     with EmbeddedBroker() as broker:
         settings = Settings(broker=broker.bootstrap, partitions=4, data_dir=workdir / "data", web_port=free_port())
-        create_topics(broker.bootstrap, settings.topics)
+        ensure_topics(settings)
         console.print(f"[bold]pantau demo[/]  broker {broker.bootstrap} (embedded Tansu, memory only)  "
                       f"worker metrics http://127.0.0.1:{settings.web_port}/metrics")  # fmt: skip
         worker = start_worker(settings, workdir / "worker.log")

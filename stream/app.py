@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import contextvars
 import logging
 import time
@@ -113,8 +114,7 @@ class Pipeline:
                                   partitions=settings.partitions)  # fmt: skip
         self.table = app.tables.add(
             SourcePartitionedTable(app, name=REVISION_TABLE, default=None, beacon=app.tables.beacon,
-                                   partitions=settings.partitions, key_type=str, value_type=dict,
-                                   help="Revision state per kode_tps:jenis")  # fmt: skip
+                                   partitions=settings.partitions, help="Revision state per kode_tps:jenis")
         )
         self.states = BatchStates(self.table)
         self.inspector = TpsInspector(settings.capacity, states=self.states)
@@ -144,7 +144,7 @@ class Pipeline:
                 published.append((alert, envelope.received_at))
             self.metrics.submissions.labels("processed").inc()
             self.metrics.processing.observe(time.perf_counter() - started)
-        await asyncio.gather(*sends)
+        await asyncio.gather(*sends)  # a failed alert send raises: the batch is not committed, it is redone
         now = datetime.now(timezone.utc)
         for alert, received_at in published:
             self.metrics.alerts.labels(alert.detector, alert.severity).inc()
@@ -156,15 +156,27 @@ class Pipeline:
         self.metrics.batch_size.observe(len(events))
 
     async def _dead_letter(self, message: Any, code: str, reason: str) -> Any:
+        """Send the dead letter; returns an awaitable that completes once the broker has it."""
+        original = message.value or b""
         letter = DeadLetter(
-            original=base64.b64encode(message.value or b"").decode(),
+            original=base64.b64encode(original).decode(),
             key=base64.b64encode(message.key).decode() if message.key is not None else None,
             code=code, reason=reason, topic=message.topic, partition=message.partition, offset=message.offset,
             failed_at=datetime.now(timezone.utc),
         )  # fmt: skip
         self.metrics.submissions.labels("deadlettered").inc()
         self.metrics.deadletters.labels(code).inc()
-        return await self.deadletter.send(key=message.key, value=letter.model_dump_json().encode())
+        value = letter.model_dump_json().encode()
+        if len(value) > self.settings.max_message_bytes:
+            # Too big for the dead-letter topic even though the broker accepted the original: keep
+            # its head, its size and digest, so it can be found at its source offset.
+            head = original[:65536]
+            value = letter.model_copy(update={
+                "original": base64.b64encode(head).decode(),
+                "reason": f"{reason} [original truncated to {len(head)} of {len(original)} bytes, "
+                          f"sha256 {hashlib.sha256(original).hexdigest()}]",
+            }).model_dump_json().encode()  # fmt: skip
+        return await self.deadletter.send(key=message.key, value=value)
 
     def update_lag(self) -> None:
         consumer = self.app.consumer
@@ -176,6 +188,14 @@ class Pipeline:
                 continue
             done = self.processed_offsets.get(tp.partition, -1) + 1
             self.metrics.consumer_lag.labels(str(tp.partition)).set(max(highwater - done, 0))
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the topics pantau uses where missing (idempotent); returns those created."""
+    from .broker import create_topics
+
+    return create_topics(settings.bootstrap, settings.topics, replication_factor=settings.replication,
+                         configs=settings.topic_configs)  # fmt: skip
 
 
 def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.App:
@@ -191,6 +211,7 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
         "broker_heartbeat_interval": settings.heartbeat_interval,
         "broker_commit_interval": settings.commit_interval,
         "producer_max_batch_size": settings.producer_batch_bytes,
+        "producer_max_request_size": settings.max_message_bytes,
         "topic_replication_factor": settings.replication,
         "topic_partitions": settings.partitions,
         "consumer_auto_offset_reset": "earliest",
@@ -212,9 +233,11 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
+        crashed = [f"{agent.name}: {agent.crash_reason!r}" for agent in app.agents.values() if agent.crash_reason]
         assigned = len(app.consumer.assignment()) if app.consumer else 0
-        ready = app.rebalancing is False and app.consumer is not None
-        body = {"status": "ok" if ready else "starting", "assigned_partitions": assigned, "app": settings.app_id}
+        ready = app.rebalancing is False and app.consumer is not None and not crashed
+        status = "crashed" if crashed else "ok" if ready else "starting"
+        body = {"status": status, "assigned_partitions": assigned, "app": settings.app_id, "crashed": crashed}
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")

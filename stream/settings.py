@@ -19,6 +19,8 @@ variable                           meaning                                      
 ``PANTAU_COMMIT_INTERVAL``         offset commit interval, seconds                              ``0.5``
 ``PANTAU_BATCH_SIZE`` / ``_WITHIN``  submissions per batch, and the longest wait to fill one  ``500`` / ``0.05``
 ``PANTAU_PRODUCER_BATCH_BYTES``    producer batch size; ``1`` on the embedded broker (below)    ``16384``
+``PANTAU_MAX_MESSAGE_BYTES``       largest message the worker produces (a dead letter carries   ``4194304``
+                                   its original, base64); the topics are created to accept it
 ``PANTAU_CAPACITY_DOMESTIC``       largest plausible count at a domestic TPS                     ``500``
 ``PANTAU_CAPACITY_OVERSEAS``       largest plausible count at an overseas unit (province 99)    ``10000``
 =================================  ===========================================================  ====================
@@ -57,6 +59,7 @@ class Settings:
     batch_size: int = 500
     batch_within: float = 0.05
     producer_batch_bytes: int = 16384
+    max_message_bytes: int = 4 << 20
     capacity_domestic: int = 500
     capacity_overseas: int = 10_000
 
@@ -93,6 +96,11 @@ class Settings:
     @property
     def capacity(self) -> Capacity:
         return Capacity(domestic=self.capacity_domestic, overseas=self.capacity_overseas)
+
+    @property
+    def topic_configs(self) -> dict[str, str]:
+        """Kafka topic configs for the topics pantau creates."""
+        return {"max.message.bytes": str(self.max_message_bytes)}
 
     @property
     def topics(self) -> dict[str, int]:
