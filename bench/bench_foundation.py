@@ -23,12 +23,14 @@ from pathlib import Path
 
 from pantau import demo_data
 from pantau.detectors.form import check_form
-from pantau.detectors.ocr import diagnose
+from pantau.detectors.ocr import diagnose, misread_edit
 from pantau.misreads import misread_trial
 from pantau.replay import records_of, replay
 from pantau.schemas import normalize
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sirekap"
+#: The corrections named in ../shared/data/README.md (855→85, 799→99, 551→10, 111→117, 80→880).
+PUBLISHED_CORRECTIONS = ((855, 85), (799, 99), (551, 10), (117, 111), (880, 80))
 
 
 def replay_throughput(path: Path, repeat: int = 3) -> tuple[int, float]:
@@ -96,6 +98,11 @@ def main() -> int:
     for kind in sorted(trials):
         print(f"  {kind:15s} {trials[kind]:>7,} {top1[kind] / trials[kind]:>8.1%} {among[kind] / trials[kind]:>8.1%}")
     print(f"  {'all':15s} {total:>7,} {sum(top1.values()) / total:>8.1%} {sum(among.values()) / total:>8.1%}")
+
+    print("\nReal 2024 corrections published with the data (read → true): how pantau classifies them")
+    for read, true in PUBLISHED_CORRECTIONS:
+        edit = misread_edit(read, true)
+        print(f"  {read:>4} → {true:<4} {edit.kind if edit else 'not a digit-level misread (arithmetic only)'}")
 
     revisions = SHARED / "tps_revisions_dev.csv.gz"
     if revisions.exists():
