@@ -48,7 +48,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.offline:
         from .demo import run
 
-        return run(exit_when_done=args.exit_when_done, lang=args.lang)
+        return run(exit_when_done=args.exit_when_done, lang=args.lang, inputs=args.input)
     return cmd_demo_offline(args.out)
 
 
@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="pantau-demo-alerts.jsonl", help="with --offline: where to write the alerts")
     demo.add_argument("--exit-when-done", action="store_true", help="stop once every document is processed")
     demo.add_argument("--lang", choices=["en", "id"], default="en", help="language of the reasons shown")
+    demo.add_argument("--input", action="append", metavar="FILE",
+                      help="replay this file instead of the shipped documents (e.g. a simulated night); repeatable")
 
     rep = sub.add_parser("replay", help="run archived submissions through pantau (offline, or into the broker)")
     rep.add_argument("inputs", nargs="+", help=".jsonl/.jsonl.gz envelopes or .csv/.csv.gz flattened rows")

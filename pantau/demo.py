@@ -23,7 +23,7 @@ from rich.console import Console
 
 from . import demo_data
 from .console import print_alert
-from .sources import read_records
+from .replay import records_of
 from .stream.app import ensure_topics
 from .stream.broker import EmbeddedBroker, free_port
 from .stream.ingest import publish, topic_consumer
@@ -96,7 +96,8 @@ def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 90.0) ->
     raise TimeoutError(f"the worker did not become healthy within {timeout:.0f} s")
 
 
-def run(exit_when_done: bool = False, lang: str = "en") -> int:
+def run(exit_when_done: bool = False, lang: str = "en", inputs: list[str] | None = None) -> int:
+    """Run the demo on the shipped documents, or on ``inputs`` (e.g. a simulated night)."""
     console = Console(stderr=False, highlight=False)
     workdir = Path(tempfile.mkdtemp(prefix="pantau-demo-"))
     with EmbeddedBroker() as broker:
@@ -108,10 +109,10 @@ def run(exit_when_done: bool = False, lang: str = "en") -> int:
         try:
             with console.status("starting the worker (joins its consumer group)…"):
                 wait_healthy(settings.web_port, worker)
-            records = list(read_records(demo_data()))
-            summary = publish(records, broker.bootstrap, settings.topic_submissions)
-            console.print(f"published {summary.published:,} real 2024 DKI Jakarta Sirekap documents "
-                          f"({demo_data().name}, MIT; see pantau/data/NOTICE.md)\n")  # fmt: skip
+            summary = publish(records_of(inputs or [demo_data()]), broker.bootstrap, settings.topic_submissions)
+            what = (", ".join(inputs) if inputs else
+                    f"real 2024 DKI Jakarta Sirekap documents ({demo_data().name}, MIT; see pantau/data/NOTICE.md)")
+            console.print(f"published {summary.published:,} submissions: {what}\n")
             shown = Counter()
             consumer = topic_consumer(broker.bootstrap, settings.topic_alerts)
             try:
