@@ -62,8 +62,25 @@ def expected_by(anomaly: str, detector: str, expected: dict[str, tuple[str, ...]
     return False
 
 
+class _Rates:
+    """Recall and precision from ``hit``, ``detected`` and ``false_alarms``."""
+
+    hit: int
+    detected: int
+    false_alarms: int
+
+    @property
+    def recall(self) -> float | None:
+        return self.detected / self.hit if self.hit else None
+
+    @property
+    def precision(self) -> float | None:
+        flagged = self.detected + self.false_alarms
+        return self.detected / flagged if flagged else None
+
+
 @dataclass
-class Row:
+class Row(_Rates):
     anomaly: str
     hit: int = 0
     detected: int = 0
@@ -74,33 +91,15 @@ class Row:
     corrected: int | None = None
     resolved: int | None = None
 
-    @property
-    def recall(self) -> float | None:
-        return self.detected / self.hit if self.hit else None
-
-    @property
-    def precision(self) -> float | None:
-        flagged = self.detected + self.false_alarms
-        return self.detected / flagged if flagged else None
-
 
 @dataclass
-class RegionalRow:
+class RegionalRow(_Rates):
     anomaly: str
     level: str
     hit: int = 0
     detected: int = 0
     false_alarms: int = 0
     clean: int = 0
-
-    @property
-    def recall(self) -> float | None:
-        return self.detected / self.hit if self.hit else None
-
-    @property
-    def precision(self) -> float | None:
-        flagged = self.detected + self.false_alarms
-        return self.detected / flagged if flagged else None
 
 
 @dataclass
