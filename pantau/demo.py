@@ -30,12 +30,14 @@ from .stream.ingest import publish, topic_consumer
 from .stream.settings import Settings
 
 #: Worker settings the embedded broker needs (see pantau.stream.settings): short session timeouts,
-#: and one record per produce batch (Tansu's end-offset bug would make table recovery stop early).
+#: one changelog record per produce batch (Tansu's end-offset bug would make table recovery stop early), and
+#: short fetch waits (Tansu holds a fetch for much of its wait even when data is there).
 EMBEDDED_WORKER_ENV = {
     "PANTAU_SESSION_TIMEOUT": "3",
     "PANTAU_HEARTBEAT_INTERVAL": "0.5",
     "PANTAU_COMMIT_INTERVAL": "0.2",
-    "PANTAU_PRODUCER_BATCH_BYTES": "1",
+    "PANTAU_CHANGELOG_BATCH_BYTES": "1",
+    "PANTAU_FETCH_MAX_WAIT_MS": "10",
 }
 
 

@@ -14,17 +14,19 @@ yields the same alerts again, never a second, distinct one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import base64
 import hashlib
-import contextvars
 import logging
 import time
-from collections.abc import Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import MutableMapping
 from datetime import datetime, timezone
 from typing import Any
 
 import faust
+import mode
+import orjson
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pantau.detectors.inspector import TpsInspector
@@ -38,32 +40,75 @@ log = logging.getLogger(__name__)
 
 REVISION_TABLE = "revisions"
 
-_write_partition: contextvars.ContextVar[int | None] = contextvars.ContextVar("pantau_write_partition", default=None)
+class Worker(faust.Worker):
+    """Faust's worker without its terminal spinner.
 
-
-@contextmanager
-def writing_for_partition(partition: int) -> Iterator[None]:
-    token = _write_partition.set(partition)
-    try:
-        yield
-    finally:
-        _write_partition.reset(token)
-
-
-class SourcePartitionedTable(faust.Table):
-    """A table whose changelog partition is the source partition of the submission being written.
-
-    Faust takes it from the "current event", which a batched agent does not have per key; the
-    agent names it explicitly with :func:`writing_for_partition`.
+    At ``--loglevel warn`` and above, the spinner sets the root logger to DEBUG; building the debug
+    records Faust then emits costs ~45 µs per submission (bench/bench_stream.py).
     """
 
-    def partition_for_key(self, key: Any) -> int | None:
-        partition = _write_partition.get()
-        return partition if partition is not None else super().partition_for_key(key)
+    def _setup_spinner_handler(self, logger: logging.Logger, level: int) -> None:
+        return None
+
+
+def use_fetch_max_wait(milliseconds: int) -> None:
+    """Set how long a fetch may wait for data on the broker.
+
+    faust-streaming hardcodes 1500 ms in its consumer factory. Apache Kafka answers a fetch as soon
+    as data exists, but the embedded Tansu broker holds it for much of that wait, which adds ~1 s of
+    receipt → alert latency; the demo and the tests use 10 ms. Applies to every Faust worker consumer
+    in this process (there is no per-app hook).
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    thread = driver.AIOKafkaConsumerThread
+    create = getattr(thread._create_worker_consumer, "__wrapped__", thread._create_worker_consumer)
+
+    @functools.wraps(create)
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = milliseconds  # read when the consumer starts its fetcher
+        return consumer
+
+    thread._create_worker_consumer = create_worker_consumer
+
+
+class ChangelogProducer(mode.Service):
+    """The producer of the revision table's changelog, separate from the one for alerts.
+
+    On the embedded Tansu broker the changelog needs one record per produce batch (Tansu reports a
+    wrong end offset after a batch of several, and Faust's table recovery would stop early); a
+    producer of its own keeps that cost off the alerts. ``max_batch_bytes`` is
+    ``PANTAU_CHANGELOG_BATCH_BYTES``.
+    """
+
+    def __init__(self, bootstrap: str, max_batch_bytes: int, max_request_bytes: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.options = {"bootstrap_servers": bootstrap.split(","), "max_batch_size": max_batch_bytes,
+                        "max_request_size": max_request_bytes, "acks": "all", "linger_ms": 0}  # fmt: skip
+        self.producer: Any = None
+
+    async def on_start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self.producer = AIOKafkaProducer(**self.options)
+        await self.producer.start()
+
+    async def on_stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int) -> Any:
+        return await self.producer.send(topic, value, key=key, partition=partition)
 
 
 class BatchStates(MutableMapping[str, State]):
-    """The revision table seen through a batch's pending writes (read-your-writes within a batch)."""
+    """The revision table seen through a batch's pending writes (read-your-writes within a batch).
+
+    :meth:`flush` stores the states that changed and writes them to the table's changelog, on the
+    partition of the submission they came from (the table is co-partitioned with the submissions
+    topic, so a rebalanced worker recovers exactly the states of its partitions).
+    """
 
     def __init__(self, table: faust.Table):
         self.table = table
@@ -73,10 +118,7 @@ class BatchStates(MutableMapping[str, State]):
     def __getitem__(self, key: str) -> State:
         if key in self.pending:
             return self.pending[key][0]
-        value = self.table.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
+        return self.table.data[key]
 
     def __setitem__(self, key: str, state: State) -> None:
         self.pending[key] = (state, self.partition)
@@ -90,11 +132,21 @@ class BatchStates(MutableMapping[str, State]):
     def __len__(self) -> int:
         raise NotImplementedError("revision states are looked up by key")
 
-    def flush(self) -> None:
+    async def flush(self, producer: ChangelogProducer) -> int:
+        """Store and log the changed states; return once the broker has them. Returns how many."""
+        data = self.table.data
+        topic = self.table.changelog_topic.get_topic_name()
+        sends = []
         for key, (state, partition) in self.pending.items():
-            with writing_for_partition(partition):
-                self.table[key] = state
+            if data.get(key) == state:  # an identical resubmission changes nothing
+                continue
+            data[key] = state
+            # encoded as Faust's json codec would, so that recovery reads it like any table write
+            sends.append(await producer.send(topic, orjson.dumps(key), orjson.dumps(state), partition))
         self.pending.clear()
+        for metadata in await asyncio.gather(*sends):
+            data.set_persisted_offset(TP(metadata.topic, metadata.partition), metadata.offset)
+        return len(sends)
 
 
 class Pipeline:
@@ -106,29 +158,29 @@ class Pipeline:
         self.metrics = Metrics()
         self.submissions = app.topic(settings.topic_submissions, key_serializer="raw", value_serializer="raw",
                                      partitions=settings.partitions)  # fmt: skip
-        self.alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw",
-                                partitions=settings.partitions)  # fmt: skip
-        self.deadletter = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw",
-                                    partitions=settings.partitions)  # fmt: skip
-        self.verdicts = app.topic(settings.topic_verdicts, key_serializer="raw", value_serializer="raw",
-                                  partitions=settings.partitions)  # fmt: skip
-        self.table = app.tables.add(
-            SourcePartitionedTable(app, name=REVISION_TABLE, default=None, beacon=app.tables.beacon,
-                                   partitions=settings.partitions, help="Revision state per kode_tps:jenis")
-        )
+        self.table = app.Table(REVISION_TABLE, default=None, partitions=settings.partitions,
+                               help="Revision state per kode_tps:jenis")  # fmt: skip
         self.states = BatchStates(self.table)
+        self.changelog = ChangelogProducer(settings.bootstrap, settings.changelog_batch_bytes, settings.max_message_bytes)
+        app.add_dependency(self.changelog)
         self.inspector = TpsInspector(settings.capacity, states=self.states)
         self.processed_offsets: dict[int, int] = {}
 
     async def process(self, events: list[faust.EventT]) -> None:
-        """Inspect a batch; publish its alerts and dead letters; then store its states."""
+        """Inspect a batch; publish its alerts and dead letters; then store its states.
+
+        Sends go straight to the producer: Faust's topic-send machinery (futures, buffer, sensors)
+        costs several times the detectors' own ~45 µs per submission (bench/bench_stream.py).
+        """
+        producer = self.app.producer
         sends = []
         published = []
+        processed = 0
         for event in events:
             message = event.message
             started = time.perf_counter()
             try:
-                envelope = parse_envelope(event.value)
+                envelope = parse_envelope(message.value)
                 self.states.partition = message.partition
                 inspection = self.inspector.inspect(normalize(envelope))
             except InvalidSubmission as exc:
@@ -139,18 +191,20 @@ class Pipeline:
                 sends.append(await self._dead_letter(message, "error", f"{type(exc).__name__}: {exc}"))
                 continue
             self.inspector.commit(inspection)
-            for alert in inspection.alerts:
-                sends.append(await self.alerts.send(key=alert.region.encode(), value=alert.to_json()))
-                published.append((alert, envelope.received_at))
-            self.metrics.submissions.labels("processed").inc()
             self.metrics.processing.observe(time.perf_counter() - started)
+            processed += 1
+            for alert in inspection.alerts:
+                value = alert.to_json()
+                sends.append(await producer.send(self.settings.topic_alerts, alert.region.encode(), value, None, None, None))
+                published.append((alert, envelope.received_at))
+        self.metrics.submissions.labels("processed").inc(processed)
         await asyncio.gather(*sends)  # a failed alert send raises: the batch is not committed, it is redone
         now = datetime.now(timezone.utc)
         for alert, received_at in published:
             self.metrics.alerts.labels(alert.detector, alert.severity).inc()
             if received_at is not None:
                 self.metrics.alert_latency.observe(max((now - received_at).total_seconds(), 0.0))
-        self.states.flush()
+        await self.states.flush(self.changelog)
         for event in events:
             self.processed_offsets[event.message.partition] = event.message.offset
         self.metrics.batch_size.observe(len(events))
@@ -176,7 +230,7 @@ class Pipeline:
                 "reason": f"{reason} [original truncated to {len(head)} of {len(original)} bytes, "
                           f"sha256 {hashlib.sha256(original).hexdigest()}]",
             }).model_dump_json().encode()  # fmt: skip
-        return await self.deadletter.send(key=message.key, value=value)
+        return await self.app.producer.send(self.settings.topic_deadletter, message.key, value, None, None, None)
 
     def update_lag(self) -> None:
         consumer = self.app.consumer
@@ -216,8 +270,10 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
         "topic_partitions": settings.partitions,
         "consumer_auto_offset_reset": "earliest",
         "autodiscover": False,
+        "Worker": Worker,
         **faust_options,
     }
+    use_fetch_max_wait(settings.fetch_max_wait_ms)
     app = faust.App(settings.app_id, **options)
     pipeline = Pipeline(app, settings)
     app.pantau = pipeline  # type: ignore[attr-defined]

@@ -18,7 +18,10 @@ variable                           meaning                                      
 ``PANTAU_HEARTBEAT_INTERVAL``      consumer heartbeat interval, seconds                         ``1``
 ``PANTAU_COMMIT_INTERVAL``         offset commit interval, seconds                              ``0.5``
 ``PANTAU_BATCH_SIZE`` / ``_WITHIN``  submissions per batch, and the longest wait to fill one  ``500`` / ``0.05``
-``PANTAU_PRODUCER_BATCH_BYTES``    producer batch size; ``1`` on the embedded broker (below)    ``16384``
+``PANTAU_PRODUCER_BATCH_BYTES``    producer batch size (alerts, dead letters)                   ``16384``
+``PANTAU_CHANGELOG_BATCH_BYTES``   revision-table changelog batch size; ``1`` on the embedded   ``16384``
+                                   broker (below)
+``PANTAU_FETCH_MAX_WAIT_MS``      longest a fetch waits on the broker for data                 ``500``
 ``PANTAU_MAX_MESSAGE_BYTES``       largest message the worker produces (a dead letter carries   ``4194304``
                                    its original, base64); the topics are created to accept it
 ``PANTAU_CAPACITY_DOMESTIC``       largest plausible count at a domestic TPS                     ``500``
@@ -27,7 +30,7 @@ variable                           meaning                                      
 
 The embedded Tansu broker reports a wrong end offset after a produce batch of several records, which
 makes Faust's table recovery stop early; ``pantau demo`` and the tests therefore run with
-``PANTAU_PRODUCER_BATCH_BYTES=1`` (one record per batch). Apache Kafka needs no such setting.
+``PANTAU_CHANGELOG_BATCH_BYTES=1`` (one changelog record per batch). Apache Kafka needs no such setting.
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ class Settings:
     batch_size: int = 500
     batch_within: float = 0.05
     producer_batch_bytes: int = 16384
+    changelog_batch_bytes: int = 16384
     max_message_bytes: int = 4 << 20
+    fetch_max_wait_ms: int = 500
     capacity_domestic: int = 500
     capacity_overseas: int = 10_000
 
