@@ -85,6 +85,8 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.batch_size < 1 or settings.partitions < 1:
             raise ValueError("PANTAU_BATCH_SIZE and PANTAU_PARTITIONS must be at least 1")
+        if not 1 <= settings.web_port <= 65535:
+            raise ValueError(f"PANTAU_WEB_PORT={settings.web_port} is not a TCP port (1-65535)")
         return settings
 
     @property
