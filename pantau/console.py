@@ -25,4 +25,8 @@ def alert_line(alert: dict[str, Any], lang: str = "en") -> Text:
 
 
 def print_alert(console: Console, alert: dict[str, Any], lang: str = "en") -> None:
-    console.print(alert_line(alert, lang), overflow="ellipsis", no_wrap=True, crop=True)
+    """One line per alert: cut to the width on a terminal, whole when written to a file or pipe."""
+    if console.is_terminal:
+        console.print(alert_line(alert, lang), overflow="ellipsis", no_wrap=True, crop=True)
+    else:
+        console.print(alert_line(alert, lang), soft_wrap=True)
