@@ -61,3 +61,17 @@ CONSISTENT_DOC = {
     },
     "psu": None, "ts": "2024-02-15 00:41:44", "status_suara": True, "status_adm": True,
 }  # fmt: skip
+
+
+#: The real misread TPS 3173011002090 (curated ocr_misread_paslon03_551): paslon 03's 10 read as 551.
+MISREAD_DOC = {
+    "chart": {"null": None, "100025": 105, "100026": 48, "100027": 551},
+    "administrasi": {
+        "suara_sah": 163, "suara_total": 167, "pemilih_dpt_j": 210, "pemilih_dpt_l": 106, "pemilih_dpt_p": 104,
+        "pengguna_dpt_j": 167, "pengguna_dpt_l": 85, "pengguna_dpt_p": 82, "pengguna_dptb_j": 0,
+        "pengguna_dptb_l": 0, "pengguna_dptb_p": 0, "suara_tidak_sah": 4, "pengguna_total_j": 167,
+        "pengguna_total_l": 85, "pengguna_total_p": 82, "pengguna_non_dpt_j": 0, "pengguna_non_dpt_l": 0,
+        "pengguna_non_dpt_p": 0,
+    },
+    "psu": None, "ts": "2024-02-16 12:51:22", "status_suara": True, "status_adm": True,
+}  # fmt: skip

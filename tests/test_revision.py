@@ -25,22 +25,10 @@ from pantau.detectors.findings import find
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.revision import HISTORY, HISTORY_FIELDS, SWING_CRITICAL, SWING_WARNING, pack, revise, state_key, unpack
 from pantau.schemas import ADMIN_FIELDS, Alert, normalize, parse_envelope
-from tests.conftest import CONSISTENT_DOC, shared_file, tally_of
+from tests.conftest import CONSISTENT_DOC, MISREAD_DOC, shared_file, tally_of
 
 KODE = "3173011005116"
-#: The real misread TPS (curated ocr_misread_paslon03_551): 551 should be 10.
 MISREAD_KODE = "3173011002090"
-MISREAD_DOC = {
-    "chart": {"null": None, "100025": 105, "100026": 48, "100027": 551},
-    "administrasi": {
-        "suara_sah": 163, "suara_total": 167, "pemilih_dpt_j": 210, "pemilih_dpt_l": 106, "pemilih_dpt_p": 104,
-        "pengguna_dpt_j": 167, "pengguna_dpt_l": 85, "pengguna_dpt_p": 82, "pengguna_dptb_j": 0,
-        "pengguna_dptb_l": 0, "pengguna_dptb_p": 0, "suara_tidak_sah": 4, "pengguna_total_j": 167,
-        "pengguna_total_l": 85, "pengguna_total_p": 82, "pengguna_non_dpt_j": 0, "pengguna_non_dpt_l": 0,
-        "pengguna_non_dpt_p": 0,
-    },
-    "psu": None, "ts": "2024-02-16 12:51:22", "status_suara": True, "status_adm": True,
-}  # fmt: skip
 #: A small consistent form with suara_sah = 200, so that moving k votes between candidates swings 2k/200.
 SMALL_DOC = {"chart": {"null": None, "100025": 100, "100026": 60, "100027": 40}, "administrasi": {"suara_sah": 200}}
 
