@@ -233,6 +233,16 @@ def write_jsonl(path: Path, envelopes: list[dict]) -> Path:
     return path
 
 
+def assert_same_alerts(alerts: list[dict], expected: dict[str, Alert]) -> None:
+    """No alert id published twice, and the same alerts as the offline replay (but ``observed_at``)."""
+    ids = Counter(a["alert_id"] for a in alerts)
+    assert [i for i, n in ids.items() if n > 1] == [], "an alert id was published twice"
+    assert set(ids) == set(expected)
+    for alert in alerts:
+        offline = expected[alert["alert_id"]].model_dump(mode="json")
+        assert without_observed_at(alert) == without_observed_at(offline)
+
+
 def without_observed_at(alert: dict) -> dict:
     return {k: v for k, v in alert.items() if k != "observed_at"}
 
@@ -278,13 +288,8 @@ def test_real_dki_documents_through_the_broker_give_exactly_the_offline_alerts(w
         reader.close()
 
     alerts = alert_messages(messages)
-    ids = Counter(a["alert_id"] for a in alerts)
-    assert [i for i, n in ids.items() if n > 1] == [], "an alert id was published twice"
-    assert set(ids) == set(expected)
-    assert len(alerts) == len(expected)
+    assert_same_alerts(alerts, expected)
     for alert in alerts:
-        offline = expected[alert["alert_id"]].model_dump(mode="json")
-        assert without_observed_at(alert) == without_observed_at(offline)
         # The stream's alerts are about the data as received: observed_at is the receipt time.
         observed = datetime.fromisoformat(alert["observed_at"])
         assert published_from - timedelta(seconds=1) <= observed <= published_until + timedelta(seconds=1)
@@ -484,12 +489,8 @@ def test_a_restarted_worker_resumes_with_its_table_state_and_publishes_no_duplic
         reader.close()
 
     alerts = alert_messages(messages)
-    ids = Counter(a["alert_id"] for a in alerts)
-    assert [i for i, n in ids.items() if n > 1] == [], "an alert id was published twice"
-    assert set(ids) == set(expected)
+    assert_same_alerts(alerts, expected)
     stream = {a["alert_id"]: a for a in alerts}
-    for alert_id, alert in expected.items():
-        assert without_observed_at(stream[alert_id]) == without_observed_at(alert.model_dump(mode="json"))
     # The revision alerts could only come from the table state restored after the restart.
     for alert in resolved:
         assert set(stream[alert.alert_id]["resolves"]) <= set(expected_first)
