@@ -64,15 +64,15 @@ def _print_examples(alerts_file: Path, limit: int = 5) -> None:
     import orjson
     from rich.console import Console
 
+    from .console import print_alert
+
     console = Console(stderr=True, highlight=False)
-    shown = 0
     console.print("\n[bold]Examples[/] (misread suggestions first):")
-    lines = [orjson.loads(line) for line in alerts_file.read_bytes().splitlines()]
-    lines.sort(key=lambda a: (a["detector"] != "ocr.misread", a["severity"] != "critical"))
-    for alert in lines[:limit]:
-        shown += 1
-        console.print(f"{alert['kode_tps']} [{alert['severity']}] {alert['detector']}: {alert['reason_en']}", markup=False)
-    if not shown:
+    alerts = [orjson.loads(line) for line in alerts_file.read_bytes().splitlines()]
+    alerts.sort(key=lambda a: (a["detector"] != "ocr.misread", a["severity"] != "critical"))
+    for alert in alerts[:limit]:
+        print_alert(console, alert)
+    if not alerts:
         console.print("  (none)")
 
 

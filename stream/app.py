@@ -132,8 +132,8 @@ class BatchStates(MutableMapping[str, State]):
     def __len__(self) -> int:
         raise NotImplementedError("revision states are looked up by key")
 
-    async def flush(self, producer: ChangelogProducer) -> int:
-        """Store and log the changed states; return once the broker has them. Returns how many."""
+    async def flush(self, producer: ChangelogProducer) -> None:
+        """Store and log the changed states; return once the broker has them."""
         data = self.table.data
         topic = self.table.changelog_topic.get_topic_name()
         sends = []
@@ -146,7 +146,6 @@ class BatchStates(MutableMapping[str, State]):
         self.pending.clear()
         for metadata in await asyncio.gather(*sends):
             data.set_persisted_offset(TP(metadata.topic, metadata.partition), metadata.offset)
-        return len(sends)
 
 
 class Pipeline:
