@@ -1,4 +1,5 @@
-"""One submission in, its findings out: the form checks, the misread diagnosis and revision tracking.
+"""One submission in, its findings out: the form checks, the misread diagnosis, revision tracking, and
+(with a :class:`~.monitor.RegionalMonitor`) peer outliers and the region sums of the statistical tests.
 
 The stream and the offline replay both call :class:`TpsInspector`; there is no other path.
 """
@@ -10,9 +11,13 @@ from dataclasses import dataclass
 
 from pantau.schemas import Alert, Tally
 
+from dataclasses import replace
+
 from .findings import find
-from .form import Capacity
-from .revision import State, revise, state_key
+from .form import Capacity, check_form
+from .monitor import RegionalMonitor
+from .regional import Profile, profile
+from .revision import State, revise, state_key, unpack
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,9 @@ class Inspection:
     alerts: list[Alert]
     key: str
     state: State
+    tally: Tally
+    previous: Profile | None  # the regional profile of the previous version, to withdraw
+    profile: Profile | None
 
 
 class TpsInspector:
@@ -41,21 +49,38 @@ class TpsInspector:
     Suggestion(field='chart.100027', current=880, proposed=80, confidence=0.9..., edit='crossed_box')
     """
 
-    def __init__(self, capacity: Capacity = Capacity(), states: MutableMapping[str, State] | None = None):
+    def __init__(self, capacity: Capacity = Capacity(), states: MutableMapping[str, State] | None = None,
+                 monitor: RegionalMonitor | None = None):  # fmt: skip
         self.capacity = capacity
         self.states: MutableMapping[str, State] = {} if states is None else states
+        self.monitor = monitor
 
     def inspect(self, tally: Tally) -> Inspection:
         now = find(tally, self.capacity)
         key = state_key(tally)
-        revision_alerts, state = revise(self.states.get(key), tally, now, self._find)
-        return Inspection(now.alerts + revision_alerts, key, state)
+        previous_state = self.states.get(key)
+        revision_alerts, state = revise(previous_state, tally, now, self._find)
+        alerts = now.alerts + revision_alerts
+        new = previous = None
+        if self.monitor is not None:
+            new = profile(tally, now.form)
+            if previous_state is not None:
+                if previous_state["c"] == state["c"]:
+                    previous = new
+                else:
+                    old = replace(tally, counts=unpack(previous_state["c"]))
+                    previous = profile(old, check_form(old, self.capacity))
+            if new != previous:
+                alerts += self.monitor.score(tally, new)
+        return Inspection(alerts, key, state, tally, previous, new)
 
     def _find(self, tally: Tally):
         return find(tally, self.capacity)
 
     def commit(self, inspection: Inspection) -> None:
         self.states[inspection.key] = inspection.state
+        if self.monitor is not None:
+            self.monitor.apply(inspection.tally, inspection.previous, inspection.profile)
 
     def __call__(self, tally: Tally) -> list[Alert]:
         """Inspect and commit at once (offline use)."""

@@ -3,6 +3,9 @@
 The same input gives byte-identical output: records are processed in input order, alerts are written
 as canonical JSON, and an alert id already written is not written again (a resubmitted, unchanged
 form repeats its findings; the file keeps the first).
+
+The regional statistics run as in the stream: the inspector's monitor keeps the region sums, the
+assessor tests them every ``assess_every`` documents and once more at the end of the input.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import BinaryIO, TextIO
 
 import orjson
 
+from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
+from pantau.detectors.monitor import RegionalMonitor
 from pantau.schemas import Alert, normalize
 
 from .sources import Record, read_records
@@ -43,17 +48,30 @@ class ReplaySummary:
             self.rejections.append((record.source, record.line, record.error.reason))
 
 
-def replay(records: Iterable[Record], inspector: TpsInspector | None = None, summary: ReplaySummary | None = None) -> Iterator[Alert]:
-    """Alerts of every record in order, each id once; refused records are counted in ``summary``."""
-    inspector = inspector or TpsInspector(Capacity())
+#: Documents between two regional assessments (the stream assesses on a timer instead).
+ASSESS_EVERY = 5000
+
+
+def replay(
+    records: Iterable[Record],
+    inspector: TpsInspector | None = None,
+    summary: ReplaySummary | None = None,
+    assessor: RegionalAssessor | None = None,
+    assess_every: int = ASSESS_EVERY,
+) -> Iterator[Alert]:
+    """Alerts of every record in order, each id once; refused records are counted in ``summary``.
+
+    Without arguments every detector runs, the regional ones included; an ``inspector`` without a
+    monitor (or no ``assessor``) leaves the regional statistics out.
+    """
+    if inspector is None:
+        inspector = TpsInspector(Capacity(), monitor=RegionalMonitor())
+        assessor = assessor or RegionalAssessor()
     summary = summary if summary is not None else ReplaySummary()
     seen: set[str] = set()
-    for record in records:
-        if record.envelope is None:
-            summary.reject(record)
-            continue
-        summary.documents += 1
-        for alert in inspector(normalize(record.envelope)):
+
+    def emit(alerts: Iterable[Alert]) -> Iterator[Alert]:
+        for alert in alerts:
             if alert.alert_id in seen:
                 continue
             seen.add(alert.alert_id)
@@ -62,6 +80,21 @@ def replay(records: Iterable[Record], inspector: TpsInspector | None = None, sum
             if alert.kode_tps:
                 summary.flagged_tps.add(f"{alert.kode_tps}:{alert.jenis}")
             yield alert
+
+    regional = assessor is not None and inspector.monitor is not None
+    for record in records:
+        if record.envelope is None:
+            summary.reject(record)
+            continue
+        summary.documents += 1
+        yield from emit(inspector(normalize(record.envelope)))
+        if regional:
+            for key, sums in inspector.monitor.flush().items():
+                assessor.update(key, sums)
+            if summary.documents % assess_every == 0:
+                yield from emit(assessor.assess())
+    if regional:
+        yield from emit(assessor.assess())
 
 
 def records_of(paths: Iterable[str | Path]) -> Iterator[Record]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .regional import RegionSumsMessage
 from .alert import Alert
 from .deadletter import DeadLetter
 from .sirekap import Envelope
@@ -23,6 +24,7 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "pantau.alerts": Alert,
     "pantau.verdicts": Verdict,
     "pantau.deadletter": DeadLetter,
+    "pantau.regional": RegionSumsMessage,
 }
 
 COMMITTED = Path(__file__).parent / "json"

@@ -1,9 +1,13 @@
-"""The Faust application: topics, the revision table, the inspecting agent, and web views.
+"""The Faust application: topics, the state tables, the inspecting and assessing agents, web views.
 
 :func:`create_app` builds a worker app from :class:`~pantau.stream.settings.Settings`. One agent
 consumes ``sirekap.submissions`` in batches (Faust's per-event cost dominates a single submission's
 detector cost), runs :class:`~pantau.detectors.inspector.TpsInspector` on each — the very code the
-offline replay runs — and publishes alerts and dead letters.
+offline replay runs — and publishes alerts and dead letters. Its :class:`~pantau.detectors.monitor.RegionalMonitor`
+keeps the sums of the kecamatan and kabupaten/kota of its partitions (submissions are keyed by
+kabupaten/kota) and sends the changed ones to ``pantau.regional``. That topic has one partition: the
+worker holding it runs the :class:`~pantau.detectors.assessor.RegionalAssessor`, which sees every
+region, merges provinces, and every ``PANTAU_ASSESS_INTERVAL`` seconds publishes the regional alerts.
 
 Delivery is at-least-once (the embedded broker has no transactions): a batch's alerts and dead
 letters are acknowledged by the broker *before* its revision states are written to the table and its
@@ -29,7 +33,10 @@ import orjson
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.inspector import TpsInspector
+from pantau.detectors.monitor import RegionalMonitor
+from pantau.detectors.regional import RegionSums
 from pantau.detectors.revision import State
 from pantau.schemas import DeadLetter, InvalidSubmission, normalize, parse_envelope
 
@@ -39,6 +46,9 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 REVISION_TABLE = "revisions"
+REGION_TABLE = "regions"
+ASSESSOR_SUMS_TABLE = "assessor-sums"
+ASSESSOR_EPISODES_TABLE = "assessor-episodes"
 
 class Worker(faust.Worker):
     """Faust's worker without its terminal spinner.
@@ -103,10 +113,10 @@ class ChangelogProducer(mode.Service):
 
 
 class BatchStates(MutableMapping[str, State]):
-    """The revision table seen through a batch's pending writes (read-your-writes within a batch).
+    """A table seen through a batch's pending writes (read-your-writes within a batch).
 
     :meth:`flush` stores the states that changed and writes them to the table's changelog, on the
-    partition of the submission they came from (the table is co-partitioned with the submissions
+    partition of the submission they came from (the tables are co-partitioned with the submissions
     topic, so a rebalanced worker recovers exactly the states of its partitions).
     """
 
@@ -160,10 +170,15 @@ class Pipeline:
         self.table = app.Table(REVISION_TABLE, default=None, partitions=settings.partitions,
                                help="Revision state per kode_tps:jenis")  # fmt: skip
         self.states = BatchStates(self.table)
+        self.region_table = app.Table(REGION_TABLE, default=None, partitions=settings.partitions,
+                                      help="Region sums and peer histograms per kecamatan/kabkota:jenis")  # fmt: skip
+        self.region_states = BatchStates(self.region_table)
+        self.monitor = RegionalMonitor(self.region_states, far=settings.peer_far)
         self.changelog = ChangelogProducer(settings.bootstrap, settings.changelog_batch_bytes, settings.max_message_bytes)
         app.add_dependency(self.changelog)
-        self.inspector = TpsInspector(settings.capacity, states=self.states)
+        self.inspector = TpsInspector(settings.capacity, states=self.states, monitor=self.monitor)
         self.processed_offsets: dict[int, int] = {}
+        self.kabkota_partition: dict[str, int] = {}
 
     async def process(self, events: list[faust.EventT]) -> None:
         """Inspect a batch; publish its alerts and dead letters; then store its states.
@@ -181,6 +196,7 @@ class Pipeline:
             try:
                 envelope = parse_envelope(message.value)
                 self.states.partition = message.partition
+                self.kabkota_partition[envelope.kode_tps[:4]] = message.partition
                 inspection = self.inspector.inspect(normalize(envelope))
             except InvalidSubmission as exc:
                 sends.append(await self._dead_letter(message, exc.code, exc.reason))
@@ -197,6 +213,9 @@ class Pipeline:
                 sends.append(await producer.send(self.settings.topic_alerts, alert.region.encode(), value, None, None, None))
                 published.append((alert, envelope.received_at))
         self.metrics.submissions.labels("processed").inc(processed)
+        for key, sums in self._changed_regions().items():
+            sends.append(await producer.send(self.settings.topic_regional, key.encode(), orjson.dumps(sums.to_state()),
+                                             None, None, None))  # fmt: skip
         await asyncio.gather(*sends)  # a failed alert send raises: the batch is not committed, it is redone
         now = datetime.now(timezone.utc)
         for alert, received_at in published:
@@ -204,9 +223,18 @@ class Pipeline:
             if received_at is not None:
                 self.metrics.alert_latency.observe(max((now - received_at).total_seconds(), 0.0))
         await self.states.flush(self.changelog)
+        await self.region_states.flush(self.changelog)
         for event in events:
             self.processed_offsets[event.message.partition] = event.message.offset
         self.metrics.batch_size.observe(len(events))
+
+    def _changed_regions(self) -> dict[str, RegionSums]:
+        """The region sums this batch changed, staged on their kabupaten's partition."""
+        staged = {}
+        for key in sorted(self.monitor.changed):
+            self.region_states.partition = self.kabkota_partition[key.split(":")[1][:4]]
+            staged.update(self.monitor.flush_one(key))
+        return staged
 
     async def _dead_letter(self, message: Any, code: str, reason: str) -> Any:
         """Send the dead letter; returns an awaitable that completes once the broker has it."""
@@ -241,6 +269,59 @@ class Pipeline:
                 continue
             done = self.processed_offsets.get(tp.partition, -1) + 1
             self.metrics.consumer_lag.labels(str(tp.partition)).set(max(highwater - done, 0))
+
+
+class Assessment:
+    """The assessor stage: region sums in from ``pantau.regional``, regional alerts out on a timer.
+
+    Runs on the worker that holds the topic's single partition. The latest sums per region and the
+    raised tests live in changelog-backed tables, so a restarted or newly assigned worker rebuilds the
+    assessor from them.
+    """
+
+    def __init__(self, app: faust.App, settings: Settings, pipeline: Pipeline):
+        self.app, self.settings, self.pipeline = app, settings, pipeline
+        self.topic = app.topic(settings.topic_regional, key_serializer="raw", value_serializer="raw", partitions=1)
+        self.sums_table = app.Table(ASSESSOR_SUMS_TABLE, default=None, partitions=1, help="Latest region sums")
+        self.episodes_table = app.Table(ASSESSOR_EPISODES_TABLE, default=None, partitions=1, help="Raised regional tests")
+        self.sums = BatchStates(self.sums_table)
+        self.episodes = BatchStates(self.episodes_table)
+        self.assessor: RegionalAssessor | None = None
+
+    def holds(self) -> bool:
+        consumer = self.app.consumer
+        return consumer is not None and TP(self.settings.topic_regional, 0) in consumer.assignment()
+
+    def current(self) -> RegionalAssessor:
+        if self.assessor is None:
+            self.assessor = RegionalAssessor(self.settings.fdr, episodes=self.episodes)
+            for key, state in sorted(self.sums_table.data.items()):
+                self.assessor.update(key, RegionSums.from_state(state))
+        return self.assessor
+
+    async def receive(self, events: list[faust.EventT]) -> None:
+        assessor = self.current()
+        for event in events:
+            key, state = event.message.key.decode(), orjson.loads(event.message.value)
+            try:
+                assessor.update(key, RegionSums.from_state(state))
+            except (ValueError, KeyError, TypeError) as exc:  # a sums message of another version: say so, go on
+                log.error("regional sums %s refused: %s", key, exc)
+                continue
+            self.sums[key] = state
+        await self.sums.flush(self.pipeline.changelog)
+
+    async def assess(self) -> None:
+        if not self.holds():
+            self.assessor = None  # another worker assesses; rebuild from the tables if it comes back
+            return
+        alerts = self.current().assess()
+        producer = self.app.producer
+        sends = [await producer.send(self.settings.topic_alerts, a.region.encode(), a.to_json(), None, None, None) for a in alerts]
+        await asyncio.gather(*sends)
+        for alert in alerts:
+            self.pipeline.metrics.alerts.labels(alert.detector, alert.severity).inc()
+        await self.episodes.flush(self.pipeline.changelog)
 
 
 def ensure_topics(settings: Settings) -> list[str]:
@@ -281,6 +362,22 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
     async def inspect(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             await pipeline.process(list(events))
+
+    assessment = Assessment(app, settings, pipeline)
+    app.pantau_assessment = assessment  # type: ignore[attr-defined]
+
+    @app.agent(assessment.topic, name="pantau.assess")
+    async def assess(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            await assessment.receive(list(events))
+
+    @app.timer(interval=settings.assess_interval)
+    async def assess_regions() -> None:
+        await assessment.assess()
+
+    @app.on_rebalance_complete.connect
+    async def forget_regions(sender: Any, **kwargs: Any) -> None:
+        pipeline.monitor.forget()  # the region states of the partitions held now are in the table
 
     @app.timer(interval=2.0)
     async def report_lag() -> None:

@@ -11,6 +11,10 @@ variable                           meaning                                      
 ``PANTAU_TOPIC_ALERTS``            alerts topic (key: the alert's region)                       ``pantau.alerts``
 ``PANTAU_TOPIC_DEADLETTER``        dead-letter topic                                            ``pantau.deadletter``
 ``PANTAU_TOPIC_VERDICTS``          desk verdicts topic                                          ``pantau.verdicts``
+``PANTAU_TOPIC_REGIONAL``          region sums from the workers to the assessor (1 partition)  ``pantau.regional``
+``PANTAU_FDR``                     false discovery rate of the regional tests, per level        ``0.01``
+``PANTAU_ASSESS_INTERVAL``         seconds between regional assessments                         ``5``
+``PANTAU_PEER_FAR``                false-alarm rate of the TPS peer-outlier detector            ``0.002``
 ``PANTAU_STORE``                   Faust table store (``memory://``, ``rocksdb://``)            ``memory://``
 ``PANTAU_DATA_DIR``                worker data directory                                        ``./pantau-data``
 ``PANTAU_WEB_HOST`` / ``_PORT``    ``/health`` and ``/metrics``                                 ``127.0.0.1`` / ``6066``
@@ -52,6 +56,10 @@ class Settings:
     topic_alerts: str = "pantau.alerts"
     topic_deadletter: str = "pantau.deadletter"
     topic_verdicts: str = "pantau.verdicts"
+    topic_regional: str = "pantau.regional"
+    fdr: float = 0.01
+    assess_interval: float = 5.0
+    peer_far: float = 0.002
     store: str = "memory://"
     data_dir: Path = field(default_factory=lambda: Path("pantau-data"))
     web_host: str = "127.0.0.1"
@@ -85,6 +93,8 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.batch_size < 1 or settings.partitions < 1:
             raise ValueError("PANTAU_BATCH_SIZE and PANTAU_PARTITIONS must be at least 1")
+        if not (0 < settings.fdr < 1 and 0 < settings.peer_far < 1 and settings.assess_interval > 0):
+            raise ValueError("PANTAU_FDR and PANTAU_PEER_FAR must lie in (0, 1), PANTAU_ASSESS_INTERVAL above 0")
         if not 1 <= settings.web_port <= 65535:
             raise ValueError(f"PANTAU_WEB_PORT={settings.web_port} is not a TCP port (1-65535)")
         return settings
@@ -112,5 +122,7 @@ class Settings:
     @property
     def topics(self) -> dict[str, int]:
         """The topics pantau reads and writes, with their partition counts."""
-        return {t: self.partitions for t in (self.topic_submissions, self.topic_alerts,
-                                             self.topic_deadletter, self.topic_verdicts)}  # fmt: skip
+        topics = {t: self.partitions for t in (self.topic_submissions, self.topic_alerts,
+                                               self.topic_deadletter, self.topic_verdicts)}  # fmt: skip
+        topics[self.topic_regional] = 1  # one assessor sees every region
+        return topics

@@ -1,0 +1,214 @@
+"""Deciding which regions to flag: every region's tests, Benjamini–Hochberg per level, hysteresis.
+
+:class:`RegionalAssessor` receives the kecamatan and kabupaten/kota sums from the monitors (the
+workers), merges kabupaten into provinces, and on :meth:`~RegionalAssessor.assess` runs
+:func:`~pantau.detectors.regional.region_tests` on the regions that changed. The p-values of all tests
+of all regions of a level form one family; Benjamini–Hochberg (``scipy.stats.false_discovery_control``)
+adjusts them, and a test is *raised* when its adjusted p-value is at most ``fdr`` (by default 1%) and
+*cleared* only once it rises above ``clear_factor × fdr`` (hysteresis: a region near the threshold
+does not flap as TPS arrive). A raise publishes one alert per episode; a clear publishes
+``stat.cleared``, which resolves it.
+
+A test is judged only once the region has ``min_tps`` stations (30) and the test ``min_units`` counts
+or stations (50); smaller regions are reported as not yet testable, never as clean.
+
+What a flag means: the region's numbers are unlikely under a model of clean counting, tuned on the
+region's own data. It is a reason for a person to look at the forms, not proof of manipulation.
+Legitimate causes exist: noken (communal) voting in the Papua provinces produces 100%/100% stations
+and round numbers; a kecamatan with one large institution (a dormitory, a hospital) can stand out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import MutableMapping
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from pantau.schemas import Alert
+from pantau.schemas.alert import alert_id
+
+from .regional import RegionSums, RegionTest, describe, region_tests
+
+LEVELS = ("kecamatan", "kabkota", "provinsi")
+FDR = 0.01
+CLEAR_FACTOR = 10.0
+MIN_TPS = 30
+MIN_UNITS = 50
+CRITICAL_ADJUSTED = 1e-6
+#: Provinces where noken (communal) voting is legal in parts: Papua and its 2022 splits.
+NOKEN_PROVINCES = frozenset({"91", "92", "93", "94", "95", "96"})
+
+WHAT = {
+    "c05s": ("angka berakhiran 0 atau 5 lebih sering dari perkiraan", "counts ending in 0 or 5 are more common than expected"),
+    "lastc": ("rata-rata digit terakhir menyimpang dari perkiraan", "the mean last digit departs from its expectation"),
+    "2bl": ("rata-rata digit kedua menyimpang dari perkiraan", "the mean second digit departs from its expectation"),
+    "last_digit": ("sebaran digit terakhir tidak sesuai perkiraan (uji Beber–Scacco)", "last digits are not distributed as expected (Beber–Scacco test)"),
+    "repeated_digits": ("dua digit terakhir kembar (11, 22, …) tidak wajar jumlahnya", "repeated last two digits (11, 22, …) occur an unusual number of times"),
+    "adjacent_digits": ("dua digit terakhir berurutan (12, 21, …) tidak wajar jumlahnya", "adjacent last two digits (12, 21, …) occur an unusual number of times"),
+    "p05s": ("persentase partisipasi berakhiran 0 atau 5 terlalu sering", "turnout percentages ending in 0 or 5 are too common"),
+    "integer_percent": ("persentase partisipasi bulat terlalu sering (uji Kobak)", "whole-number turnout percentages are too common (Kobak test)"),
+    "fingerprint": ("terlalu banyak TPS dengan partisipasi dan suara pemenang ≥ 95% (sidik jari Klimek)", "too many TPS with turnout and leader share both ≥ 95% (Klimek fingerprint)"),
+    "dip": ("sebaran partisipasi bermodus ganda (uji dip Hartigan)", "turnout is multimodal (Hartigan's dip test)"),
+}  # fmt: skip
+CAVEAT = ("Tanda statistik adalah alasan untuk memeriksa formulir, bukan bukti kecurangan.",
+          "A statistical flag is a reason to look at the forms, not proof of fraud.")  # fmt: skip
+NOKEN = ("Di Papua, pemungutan suara sistem noken secara sah menghasilkan pola 100%/100% dan angka bulat.",
+         "In Papua, noken (communal) voting legitimately produces 100%/100% patterns and round numbers.")  # fmt: skip
+LEVEL_NAMES = {"kecamatan": "Kecamatan", "kabkota": "Kabupaten/kota", "provinsi": "Provinsi"}
+
+
+def parse_key(key: str) -> tuple[str, str, str]:
+    level, region, jenis = key.split(":")
+    return level, region, jenis
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) else (round(value, 6) if math.isfinite(value) else str(value))
+    return value
+
+
+class RegionalAssessor:
+    """The global view: region sums in, regional alerts out.
+
+    ``sums`` (kecamatan and kabkota states by key) and ``episodes`` (raised tests) are JSON-able
+    mappings: dicts offline, changelog-backed tables in the stream.
+    """
+
+    def __init__(self, fdr: float = FDR, clear_factor: float = CLEAR_FACTOR, min_tps: int = MIN_TPS,
+                 min_units: int = MIN_UNITS, episodes: MutableMapping[str, Any] | None = None):  # fmt: skip
+        if not 0 < fdr < 1:
+            raise ValueError(f"fdr must lie in (0, 1), got {fdr!r}")
+        if clear_factor < 1:
+            raise ValueError(f"clear_factor must be at least 1, got {clear_factor!r}")
+        self.fdr, self.clear_factor, self.min_tps, self.min_units = fdr, clear_factor, min_tps, min_units
+        self.episodes: MutableMapping[str, Any] = {} if episodes is None else episodes
+        self.sums: dict[str, RegionSums] = {}
+        self.results: dict[str, list[RegionTest]] = {}
+        self.dirty: set[str] = set()
+        self.children: dict[str, set[str]] = {}  # kabkota → its kecamatan keys; provinsi → its kabkota keys
+
+    def update(self, key: str, sums: RegionSums) -> None:
+        """The latest sums of a kecamatan or kabupaten/kota."""
+        level, region, jenis = parse_key(key)
+        if level not in ("kecamatan", "kabkota"):
+            raise ValueError(f"the assessor takes kecamatan and kabkota sums, not {level!r}")
+        self.sums[key] = sums
+        self.dirty.add(key)
+        parent = f"kabkota:{region[:4]}:{jenis}" if level == "kecamatan" else f"provinsi:{region[:2]}:{jenis}"
+        self.children.setdefault(parent, set()).add(key)
+
+    def _merged(self, keys) -> RegionSums:
+        merged = RegionSums()
+        for key in sorted(keys):
+            merged.merge(self.sums[key])
+        return merged
+
+    def assess(self) -> list[Alert]:
+        """Re-test the changed regions, adjust per level, and return the alerts of raised and cleared tests."""
+        dirty = set(self.dirty)
+        for key in list(self.dirty):
+            if key.startswith("kabkota:"):
+                dirty.add(f"provinsi:{key.split(':')[1][:2]}:{key.split(':')[2]}")
+        for key in list(dirty):  # a region's parent changed: its peer rate did too
+            if not key.startswith("kecamatan:"):
+                dirty.update(self.children.get(key, ()))
+        provinces = {key: self._merged(kabkota) for key, kabkota in sorted(self.children.items()) if key.startswith("provinsi:")}
+        national: dict[str, RegionSums] = {}
+        for key in sorted(dirty):
+            level, region, jenis = parse_key(key)
+            if level == "provinsi":
+                if jenis not in national:
+                    national[jenis] = RegionSums()
+                    for other, sums in sorted(provinces.items()):
+                        if other.endswith(f":{jenis}"):
+                            national[jenis].merge(sums)
+                sums, parent = provinces[key], national[jenis]
+            elif level == "kabkota":
+                sums, parent = self.sums[key], provinces.get(f"provinsi:{region[:2]}:{jenis}")
+            else:
+                sums, parent = self.sums[key], self.sums.get(f"kabkota:{region[:4]}:{jenis}")
+            if sums.count == 0:
+                self.results.pop(key, None)
+                continue
+            self.results[key] = region_tests(sums, parent)
+        self.dirty.clear()
+        alerts: list[Alert] = []
+        for level in LEVELS:
+            alerts.extend(self._decide(level, provinces))
+        return alerts
+
+    def _testable(self, key: str, test: RegionTest, provinces: dict[str, RegionSums]) -> bool:
+        return test.pvalue is not None and self._sums(key, provinces).count >= self.min_tps and test.n >= (
+            self.min_tps if test.name in ("fingerprint", "dip") else self.min_units)
+
+    def _sums(self, key: str, provinces: dict[str, RegionSums]) -> RegionSums:
+        return provinces[key] if key.startswith("provinsi:") else self.sums[key]
+
+    def _decide(self, level: str, provinces: dict[str, RegionSums]) -> list[Alert]:
+        family = [(key, test) for key in sorted(self.results) if key.startswith(level + ":")
+                  for test in self.results[key] if self._testable(key, test, provinces)]  # fmt: skip
+        if not family:
+            return []
+        adjusted = stats.false_discovery_control(np.array([t.pvalue for _, t in family]), method="bh")
+        alerts = []
+        for (key, test), q in zip(family, adjusted.tolist()):
+            name = f"{key}:{test.name}"
+            episode = self.episodes.get(name)
+            raised = episode is not None and episode["raised"]
+            if not raised and q <= self.fdr:
+                number = (episode["n"] if episode else 0) + 1
+                alert = self._alert(key, test, q, number, self._sums(key, provinces))
+                self.episodes[name] = {"n": number, "raised": True, "id": alert.alert_id}
+                alerts.append(alert)
+            elif raised and q > self.fdr * self.clear_factor:
+                self.episodes[name] = {**episode, "raised": False}
+                alerts.append(self._cleared(key, test, q, episode))
+        return alerts
+
+    def _alert(self, key: str, test: RegionTest, adjusted: float, episode: int, sums: RegionSums) -> Alert:
+        level, region, jenis = parse_key(key)
+        what_id, what_en = WHAT[test.name]
+        noken = region[:2] in NOKEN_PROVINCES
+        observed = "" if test.statistic is None else f"{test.statistic:.4g}"
+        expected = "" if test.expected is None else f" vs {test.expected:.4g}"
+        caveat_id = CAVEAT[0] + (" " + NOKEN[0] if noken else "")
+        caveat_en = CAVEAT[1] + (" " + NOKEN[1] if noken else "")
+        evidence = {
+            "test": test.name, "statistic": _clean(test.statistic), "expected": _clean(test.expected),
+            "textbook": _clean(test.textbook), "std": _clean(test.std), "zscore": _clean(test.zscore),
+            "pvalue": _clean(test.pvalue), "adjusted_pvalue": _clean(adjusted), "n": test.n, "fdr": self.fdr,
+            "region": describe(sums), "top_tps": [e[1] for e in sums.top.get(test.name, [])],
+            "top_tps_excess": [e[2] for e in sums.top.get(test.name, [])], "episode": episode,
+        }  # fmt: skip
+        return Alert.model_construct(
+            alert_id=alert_id(f"stat.{test.name}", jenis, f"{level}:{region}", {"episode": episode}),
+            detector=f"stat.{test.name}",
+            severity="critical" if adjusted <= CRITICAL_ADJUSTED else "warning",
+            jenis=jenis, kode_tps=None, region=region, level=level,
+            score=round(-math.log10(max(adjusted, 1e-300)), 6),
+            reason=f"{LEVEL_NAMES[level]} {region}: {what_id} (teramati {observed}{expected}, {test.n:,} unit, "
+                   f"p terkoreksi {adjusted:.2g}). {caveat_id}",
+            reason_en=f"{LEVEL_NAMES[level]} {region}: {what_en} (observed {observed}{expected}, {test.n:,} units, "
+                      f"adjusted p {adjusted:.2g}). {caveat_en}",
+            evidence=evidence, suggestions=[], resolves=[], observed_at=None,
+        )  # fmt: skip
+
+    def _cleared(self, key: str, test: RegionTest, adjusted: float, episode: dict[str, Any]) -> Alert:
+        level, region, jenis = parse_key(key)
+        what_id, what_en = WHAT[test.name]
+        return Alert.model_construct(
+            alert_id=alert_id("stat.cleared", jenis, f"{level}:{region}", {"test": test.name, "episode": episode["n"]}),
+            detector="stat.cleared", severity="info", jenis=jenis, kode_tps=None, region=region, level=level,
+            score=round(-math.log10(max(adjusted, 1e-300)), 6),
+            reason=f"{LEVEL_NAMES[level]} {region}: dengan data yang lebih lengkap, temuan '{what_id}' tidak lagi signifikan "
+                   f"(p terkoreksi {adjusted:.2g}).",
+            reason_en=f"{LEVEL_NAMES[level]} {region}: with more data, '{what_en}' is no longer significant "
+                      f"(adjusted p {adjusted:.2g}).",
+            evidence={"test": test.name, "statistic": _clean(test.statistic), "expected": _clean(test.expected),
+                      "adjusted_pvalue": _clean(adjusted), "n": test.n, "episode": episode["n"]},
+            suggestions=[], resolves=[episode["id"]], observed_at=None,
+        )  # fmt: skip

@@ -1,0 +1,221 @@
+"""Regional state kept where the submissions are: region sums, and TPS-level peer outliers.
+
+:class:`RegionalMonitor` runs next to :class:`~pantau.detectors.inspector.TpsInspector` on the same
+partition (submissions are keyed by kabupaten/kota, so a kabupaten's kecamatan all live on one worker).
+For every complete, consistent form it updates, in O(1), the :class:`~.regional.RegionSums` of its
+kecamatan and kabupaten/kota (withdrawing the previous version of a revised form first), and scores the
+form against its kabupaten's peers (:class:`PeerHistograms`). The changed region sums go to the
+:class:`~pantau.detectors.assessor.RegionalAssessor`, which sees every region and decides what to flag.
+
+Peer outliers
+    A TPS's turnout, invalid-vote rate and share of the kabupaten's leading candidate are placed in the
+    distribution of the kabupaten's earlier TPS (histograms of 1-point bins). Each feature's conformal
+    *upper-tail rank* ``(peers at least this high + 1) / (peers + 1)`` is a calibrated false-alarm
+    rate. The TPS is flagged when the smallest rank, times the 3 features (Bonferroni), is at most
+    ``far`` (default 1 in 500) with at least ``min_peers`` peers; so at most about ``far`` of clean TPS
+    are flagged, whatever the kabupaten's own turnout or politics. The rank cannot go below
+    ``1 / (peers + 1)``: a kabupaten needs ``3 / far`` TPS before anything can be flagged at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+import numpy as np
+
+from pantau.schemas import Alert, Tally
+
+from .alerts import tps_alert
+from .regional import Profile, RegionSums, contribution
+
+LEVELS = ("kecamatan", "kabkota")
+BINS = 101
+PEER_FEATURES = ("turnout", "invalid_rate", "leader_share")
+PEER_FAR = 0.002
+PEER_MIN = 200
+
+
+def region_key(level: str, region: str, jenis: str) -> str:
+    return f"{level}:{region}:{jenis}"
+
+
+def regions_of(kode_tps: str) -> dict[str, str]:
+    return {"kecamatan": kode_tps[:6], "kabkota": kode_tps[:4]}
+
+
+class PeerHistograms:
+    """Histograms (1-point bins over 0–100%) of a kabupaten's TPS: turnout, invalid-vote rate, and each
+    candidate's share (so the share of whoever leads now is exact, however the lead changed).
+
+    >>> from pantau.detectors.regional import Profile
+    >>> h = PeerHistograms()
+    >>> for voters in (175, 188, 200, 213):
+    ...     h.add(Profile("3404010001001", "ppwp", (("100025", 100), ("100026", 100)), 250, voters, 200, 0))
+    >>> h.tail("turnout", 0.85), h.tail("turnout", 0.99), h.tail("100025", 0.5)  # (peers this high + 1) / (peers + 1)
+    (0.4, 0.2, 1.0)
+    """
+
+    def __init__(self, rows: dict[str, np.ndarray] | None = None):
+        self.rows: dict[str, np.ndarray] = {} if rows is None else rows
+
+    @staticmethod
+    def _bin(value: float) -> int:
+        return min(max(int(round(value * 100)), 0), BINS - 1)
+
+    @property
+    def n(self) -> int:
+        row = self.rows.get("turnout")
+        return 0 if row is None else int(row.sum())
+
+    def add(self, p: Profile, sign: int = 1) -> None:
+        for name, value in features(p).items():
+            row = self.rows.get(name)
+            if row is None:
+                row = self.rows[name] = np.zeros(BINS, dtype=np.int64)
+            row[self._bin(value)] += sign
+
+    def tail(self, name: str, value: float) -> float:
+        """The conformal upper-tail rank ``(#peers at least as high + 1) / (peers + 1)``: under
+        exchangeability with the peers, P(tail ≤ α) ≤ α."""
+        row = self.rows.get(name)
+        above = int(row[self._bin(value) :].sum()) if row is not None else 0
+        return (above + 1) / (self.n + 1)
+
+    def median(self, name: str) -> float:
+        cumulative = np.cumsum(self.rows[name])
+        return float(np.searchsorted(cumulative, cumulative[-1] / 2) / 100) if cumulative[-1] else float("nan")
+
+    def to_state(self) -> dict[str, list[int]]:
+        return {name: row.tolist() for name, row in self.rows.items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, list[int]]) -> PeerHistograms:
+        return cls({name: np.asarray(row, dtype=np.int64) for name, row in state.items()})
+
+
+def features(p: Profile) -> dict[str, float]:
+    """A form's peer features: turnout, invalid-vote rate, and every candidate's share (by chart key)."""
+    ballots = p.valid + p.invalid
+    out = {"turnout": p.turnout, "invalid_rate": p.invalid / ballots if ballots else 0.0}
+    out.update((key, x / p.valid) for key, x in p.counts)
+    return out
+
+
+class RegionalMonitor:
+    """Region sums and peer histograms of the regions a worker holds.
+
+    ``states`` maps :func:`region_key` (and ``peers:<kabkota>:<jenis>``) to JSON-able states: a dict
+    offline, a changelog-backed table in the stream. Objects are cached; :meth:`flush` writes the
+    changed ones back and returns them (the stream sends them to the assessor).
+    """
+
+    def __init__(self, states: MutableMapping[str, Any] | None = None, far: float = PEER_FAR, min_peers: int = PEER_MIN):
+        self.states: MutableMapping[str, Any] = {} if states is None else states
+        self.persist = states is not None
+        self.far = far
+        self.min_peers = min_peers
+        self.sums: dict[str, RegionSums] = {}
+        self.peers: dict[str, PeerHistograms] = {}
+        self.changed: set[str] = set()
+
+    def forget(self) -> None:
+        """Drop the cache (after a rebalance: the states of other partitions may have moved)."""
+        self.sums.clear()
+        self.peers.clear()
+        self.changed.clear()
+
+    def region(self, key: str) -> RegionSums:
+        sums = self.sums.get(key)
+        if sums is None:
+            state = self.states.get(key)
+            sums = self.sums[key] = RegionSums() if state is None else RegionSums.from_state(state)
+        return sums
+
+    def _peers(self, key: str) -> PeerHistograms:
+        peers = self.peers.get(key)
+        if peers is None:
+            state = self.states.get(key)
+            peers = self.peers[key] = PeerHistograms() if state is None else PeerHistograms.from_state(state)
+        return peers
+
+    def score(self, tally: Tally, new: Profile | None) -> list[Alert]:
+        """The peer-outlier alert of a form against its kabupaten's TPS so far (no state changes)."""
+        if new is None:
+            return []
+        peers = self._peers(f"peers:{tally.kode_tps[:4]}:{tally.jenis}")
+        leader = self.region(region_key("kabkota", tally.kode_tps[:4], tally.jenis)).leader()
+        alert = self._score(tally, new, leader, peers)
+        return [] if alert is None else [alert]
+
+    def apply(self, tally: Tally, old: Profile | None, new: Profile | None) -> None:
+        """Replace the TPS's previous profile ``old`` by ``new`` in its regions and peer histograms."""
+        if old == new:
+            return
+        jenis = tally.jenis
+        keys = [region_key(level, code, jenis) for level, code in regions_of(tally.kode_tps).items()]
+        peers_key = f"peers:{tally.kode_tps[:4]}:{jenis}"
+        peers = self._peers(peers_key)
+        if old is not None:
+            peers.add(old, -1)
+        if new is not None:
+            peers.add(new)
+        withdrawn = contribution(old) if old is not None else None
+        added = contribution(new) if new is not None else None
+        for key in keys:
+            sums = self.region(key)
+            if old is not None:
+                sums.add(old, -1, withdrawn)
+            if new is not None:
+                sums.add(new, 1, added)
+            self.changed.add(key)
+        self.changed.add(peers_key)
+
+    def _score(self, tally: Tally, p: Profile, leader: str | None, peers: PeerHistograms) -> Alert | None:
+        n = peers.n
+        if n < self.min_peers or leader is None:
+            return None
+        values = features(p)
+        names = ("turnout", "invalid_rate", leader)
+        tails = [peers.tail(name, values.get(name, 0.0)) for name in names]
+        worst = int(np.argmin(tails))
+        far = min(1.0, tails[worst] * len(names))
+        if far > self.far:
+            return None
+        evidence = {
+            "peers": n, "kabkota": tally.kode_tps[:4], "leader": leader, "false_alarm_rate": round(far, 6),
+            "features": {label: {"value": round(values.get(name, 0.0), 4), "peer_median": round(peers.median(name), 2),
+                                 "upper_tail": round(t, 6)}
+                         for label, name, t in zip(PEER_FEATURES, names, tails)},
+        }  # fmt: skip
+        label = PEER_FEATURES[worst]
+        label_id = {"turnout": "partisipasi", "invalid_rate": "suara tidak sah", "leader_share": f"suara {leader}"}[label]
+        label_en = {"turnout": "turnout", "invalid_rate": "invalid-vote rate", "leader_share": f"{leader}'s share"}[label]
+        value, median = values.get(names[worst], 0.0), peers.median(names[worst])
+        return tps_alert(
+            tally, "stat.peer_outlier", "warning", -np.log10(max(far, 1e-12)),
+            f"{label_id[0].upper() + label_id[1:]} {value:.0%} jauh di atas TPS lain di kabupaten/kota ini (median {median:.0%}; "
+            f"peringkat ekor {tails[worst]:.2%} di antara {n:,} TPS). Ini alasan untuk memeriksa formulir, bukan bukti kecurangan.",
+            f"{label_en[0].upper() + label_en[1:]} {value:.0%} is far above the other TPS of this kabupaten/kota (median {median:.0%}; "
+            f"upper-tail rank {tails[worst]:.2%} among {n:,} TPS). A reason to check the form, not proof of fraud.",
+            evidence,
+        )  # fmt: skip
+
+    def flush(self) -> dict[str, RegionSums]:
+        """Return the changed region sums (not the peer histograms), writing their states back when the
+        monitor was given ``states`` (offline, the cached objects are the state)."""
+        out = {}
+        for key in sorted(self.changed):
+            out.update(self.flush_one(key))
+        return out
+
+    def flush_one(self, key: str) -> dict[str, RegionSums]:
+        """:meth:`flush` for one changed key: ``{key: sums}`` for a region, ``{}`` for peer histograms."""
+        self.changed.discard(key)
+        if key.startswith("peers:"):
+            if self.persist:
+                self.states[key] = self.peers[key].to_state()
+            return {}
+        if self.persist:
+            self.states[key] = self.sums[key].to_state()
+        return {key: self.sums[key]}

@@ -1,0 +1,499 @@
+"""Per-region sufficient statistics for the election-forensics tests, updated online in O(1).
+
+Each complete, consistent TPS form (:func:`profile`) contributes a fixed-length vector
+(:func:`contribution`) of observed digit events *and their expectations for this very station*, plus
+per-candidate sums for the fingerprint statistics. A region's state (:class:`RegionSums`) is the sum
+of its stations' vectors: adding a TPS, withdrawing a revised one, and merging kabupaten into a
+province are additions, never a rescan of the region. :func:`region_tests` turns the sums into
+results (``statistic``, ``expected``, ``pvalue``, ``n``), the same definitions as
+:mod:`pantau.detectors.forensics` and :mod:`pantau.detectors.nulls` compute in batch.
+
+The station null
+    A candidate's count ``x`` at a station with ``n`` valid votes is compared with
+    ``X ~ Binomial(n, x/n)``: the station's own share, smoothed by its binomial. Its digit
+    probabilities give the station's expectation of every digit statistic (exact, cached per
+    ``(n, x)``). On the real 2024 DIY/Bali kecamatan this null is calibrated (``tests/test_regional.py``);
+    a common regional share is not (counts differ in size between stations far more than binomially,
+    which the second digit feels strongly). Textbook constants are reported beside it.
+
+Turnout percentages (P05s and Kobak's integer-percent test) use a local-uniform null: the number of
+voters is equally likely anywhere within ±``PERCENT_WINDOW`` of the register around the observed
+value (the Kobak et al. smoothness assumption, made local so the piles at 100% do not count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from pantau.schemas import Tally
+
+from .forensics import BENFORD_2BL, UNIFORM_05
+from .form import FormResult
+from .nulls import NullResult
+
+#: The fixed layout of a contribution vector: name → index.
+FIELDS = (
+    "tps",
+    # C05s over every count: observed hits, Σq, Σq(1-q)
+    "c05_m", "c05_hits", "c05_q", "c05_v",
+    # counts ≥ 10 (see _ratio_test): observed count m10; b = ΣP(X≥10), f = ΣP(X≥10)²; per statistic g
+    # (last digit, second digit, repeated and adjacent last two digits) the observed Σg and
+    # a = ΣE[g·1], c = ΣE[g²·1], d = ΣE[g·1]², e = ΣE[g·1]·P(X≥10)
+    "m10", "b", "f",
+    *(f"{g}_{part}" for g in ("last", "d2", "rep", "adj") for part in ("obs", "a", "c", "d", "e")),
+    # turnout percentage ending in 0/5 (P05s), and integer turnout percentages (Kobak)
+    "pct_m", "p05_hits", "p05_q", "p05_v", "int_hits", "int_q", "int_v",
+    # turnout moments, invalid-vote rate
+    "t1", "t2", "t3", "t4", "inv1", "inv2",
+    # last-digit counts (10) and their expectations (10), counts ≥ 10
+    *(f"ld{d}" for d in range(10)), *(f"le{d}" for d in range(10)),
+)  # fmt: skip
+IX = {name: i for i, name in enumerate(FIELDS)}
+#: Per candidate: votes, valid votes, Σshare, Σshare², Σturnout·share, Σvotes/register, Σturnout·votes/register,
+#: stations with turnout and share both ≥ 95%.
+CANDIDATE_FIELDS = ("votes", "sah", "s1", "s2", "ts", "v1", "tv", "hi")
+CX = {name: i for i, name in enumerate(CANDIDATE_FIELDS)}
+#: Stations kept (by hash of the TPS code, order-independent) for the dip test of turnout.
+SAMPLE_SIZE = 128
+PERCENT_WINDOW = 0.05
+HIGH = 0.95
+HIGH_TURNOUT_TIES = 0.995
+A = "administrasi."
+ADMIN_NEEDED = ("pemilih_dpt_j", "pengguna_total_j", "suara_sah", "suara_tidak_sah")
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What the regional statistics need from one complete, consistent form."""
+
+    kode_tps: str
+    jenis: str
+    counts: tuple[tuple[str, int], ...]  # candidate (chart key) → votes, in document order
+    register: int
+    voters: int
+    valid: int
+    invalid: int
+
+    @property
+    def turnout(self) -> float:
+        return min(self.voters / self.register, 1.0)
+
+
+def profile(tally: Tally, form: FormResult) -> Profile | None:
+    """The station's profile if its form is complete and every identity holds, else None.
+
+    Forms with errors are the form detectors' business; feeding them to the statistics would let one
+    misread 880 move a region's digit tests.
+    """
+    if not (tally.chart_present and tally.admin_present and form.consistent):
+        return None
+    counts = tally.counts
+    if any(A + name not in counts for name in ADMIN_NEEDED):
+        return None
+    votes = []
+    for path in tally.declared:
+        if not path.startswith("chart."):
+            continue
+        if tally.party_ballot and not path.endswith(".jml_suara_total"):
+            continue
+        value = counts.get(path)
+        if value is None:
+            return None
+        votes.append((path.split(".")[1], value))
+    register, valid = counts[A + "pemilih_dpt_j"], counts[A + "suara_sah"]
+    if not votes or register <= 0 or valid <= 0 or sum(v for _, v in votes) != valid:
+        return None
+    return Profile(tally.kode_tps, tally.jenis, tuple(votes), register, counts[A + "pengguna_total_j"], valid,
+                   counts[A + "suara_tidak_sah"])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------
+# one station's expectations
+
+
+def _second_digit(k: np.ndarray) -> np.ndarray:
+    out = np.zeros(k.shape, dtype=np.int64)
+    big = k >= 10
+    out[big] = k[big] // 10 ** (np.floor(np.log10(k[big])).astype(np.int64) - 1) % 10
+    return out
+
+
+@lru_cache(maxsize=1 << 17)
+def count_expectations(n: int, x: int) -> tuple[float, ...]:
+    """Digit expectations of a count under ``Binomial(n, x/n)``: the station null of the module docstring.
+
+    Returns ``q05 = P(X mod 5 = 0)``, ``P(X ≥ 10)``, then for g = last digit, second digit, repeated and
+    adjacent last two digits the pair ``E[g·1{X≥10}], E[g²·1{X≥10}]``, then ``P(X ≥ 10, last digit = d)``
+    for d = 0..9. Unconditional on purpose: conditioning each station on its own count being ≥ 10
+    biases stations near 10 (see :func:`_ratio_test`).
+
+    >>> q05, tail, *_ = count_expectations(200, 0)      # a share of 0 has no spread: the 0 is expected
+    >>> q05, tail
+    (1.0, 0.0)
+    >>> e = count_expectations(300, 150)
+    >>> round(e[2] / e[1], 2)                            # a wide count: last digit nearly uniform
+    4.5
+    """
+    k = np.arange(n + 1)
+    pmf = stats.binom.pmf(k, n, x / n) if n else np.ones(1)
+    q05 = float(min(pmf[k % 5 == 0].sum(), 1.0))
+    big = k >= 10
+    w, kb = pmf[big], k[big]
+    last, d2, tens = kb % 10, _second_digit(kb), kb // 10 % 10
+    out = [q05, float(w.sum())]
+    for g in (last, d2, (tens == last).astype(float), (np.abs(tens - last) == 1).astype(float)):
+        out += [float((w * g).sum()), float((w * g * g).sum())]
+    out += np.bincount(last, weights=w, minlength=10).tolist()
+    return tuple(out)
+
+
+@lru_cache(maxsize=1 << 16)
+def percent_expectations(k: int, d: int) -> tuple[float, float]:
+    """P(turnout % ends in 0/5) and P(turnout % is an integer) for voters uniform near ``k`` of ``d``.
+
+    The percentage is ``round(100·k/d)`` half to even, capped at 100 (the Toolkit's P05s); "integer"
+    means ``100·k/d`` is exactly whole (Kobak). Voters range over ``k ± max(2, ⌈PERCENT_WINDOW·d⌉)``
+    within ``1..d-1``.
+
+    >>> [round(q, 3) for q in percent_expectations(150, 200)]   # 140..160: every even k/200 is whole
+    [0.238, 0.524]
+    """
+    half = max(2, math.ceil(PERCENT_WINDOW * d))
+    lo, hi = max(1, k - half), min(d - 1, k + half)
+    if hi < lo:
+        return (math.nan, math.nan)
+    ks = np.arange(lo, hi + 1)
+    pct = np.minimum(np.round(100 * ks / d), 100).astype(np.int64)
+    return float(np.mean(pct % 5 == 0)), float(np.mean((100 * ks) % d == 0))
+
+
+#: Vector fields whose per-station excess (observed − expected) ranks a test's top contributors.
+SURPRISE = {
+    "c05s": ("c05_hits", "c05_q"), "lastc": ("last_obs", "last_a"), "2bl": ("d2_obs", "d2_a"),
+    "last_digit": ("last_obs", "last_a"), "repeated_digits": ("rep_obs", "rep_a"),
+    "adjacent_digits": ("adj_obs", "adj_a"), "p05s": ("p05_hits", "p05_q"), "integer_percent": ("int_hits", "int_q"),
+}  # fmt: skip
+TOP = 3
+
+
+def contribution(p: Profile) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """One station's vector (layout :data:`FIELDS`) and its per-candidate sums (:data:`CANDIDATE_FIELDS`)."""
+    v = np.zeros(len(FIELDS))
+    v[IX["tps"]] = 1
+    for _, x in p.counts:
+        q05, tail, *rest = count_expectations(p.valid, x)
+        v[IX["c05_m"]] += 1
+        v[IX["c05_hits"]] += x % 5 == 0
+        v[IX["c05_q"]] += q05
+        v[IX["c05_v"]] += q05 * (1 - q05)
+        v[IX["b"]] += tail
+        v[IX["f"]] += tail * tail
+        last, tens = x % 10, x // 10 % 10
+        observed = (last, int(str(x)[1]) if x >= 10 else 0, float(tens == last), float(abs(tens - last) == 1))
+        for i, g in enumerate(("last", "d2", "rep", "adj")):
+            a, c = rest[2 * i], rest[2 * i + 1]
+            v[IX[f"{g}_a"]] += a
+            v[IX[f"{g}_c"]] += c
+            v[IX[f"{g}_d"]] += a * a
+            v[IX[f"{g}_e"]] += a * tail
+            if x >= 10:
+                v[IX[f"{g}_obs"]] += observed[i]
+        v[IX["le0"] : IX["le0"] + 10] += rest[8:]
+        if x >= 10:
+            v[IX["m10"]] += 1
+            v[IX["ld0"] + last] += 1
+    t = p.turnout
+    if 0 < p.voters < p.register:
+        q_p05, q_int = percent_expectations(p.voters, p.register)
+        if not math.isnan(q_p05):
+            pct = min(round(100 * p.voters / p.register), 100)
+            v[IX["pct_m"]] += 1
+            v[IX["p05_hits"]] += pct % 5 == 0
+            v[IX["p05_q"]] += q_p05
+            v[IX["p05_v"]] += q_p05 * (1 - q_p05)
+            v[IX["int_hits"]] += (100 * p.voters) % p.register == 0
+            v[IX["int_q"]] += q_int
+            v[IX["int_v"]] += q_int * (1 - q_int)
+    v[IX["t1"]], v[IX["t2"]], v[IX["t3"]], v[IX["t4"]] = t, t * t, t**3, t**4
+    ballots = p.valid + p.invalid
+    inv = p.invalid / ballots if ballots else 0.0
+    v[IX["inv1"]], v[IX["inv2"]] = inv, inv * inv
+    candidates = {}
+    for key, x in p.counts:
+        s, vr = x / p.valid, x / p.register
+        candidates[key] = [x, p.valid, s, s * s, t * s, vr, t * vr, float(t >= HIGH and s >= HIGH)]
+    return v, candidates
+
+
+def sample_key(kode_tps: str) -> int:
+    """A stable pseudo-random rank of a TPS: the dip-test sample keeps the smallest."""
+    return int.from_bytes(hashlib.blake2b(kode_tps.encode(), digest_size=6).digest(), "big")
+
+
+# ---------------------------------------------------------------------------------------------------
+# a region
+
+
+@dataclass
+class RegionSums:
+    """The summed contributions of a region's stations; JSON-able through :meth:`to_state`.
+
+    >>> from pantau.detectors.regional import Profile, RegionSums
+    >>> sums = RegionSums()
+    >>> sums.add(Profile("3404010001001", "ppwp", (("100025", 60), ("100026", 140)), 250, 205, 200, 5))
+    >>> sums.count, round(sums.turnout_mean, 2)
+    (1, 0.82)
+    """
+
+    vector: np.ndarray = field(default_factory=lambda: np.zeros(len(FIELDS)))
+    candidates: dict[str, np.ndarray] = field(default_factory=dict)
+    sample: dict[int, float] = field(default_factory=dict)  # sample_key → turnout, the SAMPLE_SIZE smallest keys
+    sample_cutoff: int | None = None  # keys above it were never kept (None: nothing dropped yet)
+    top: dict[str, list[list]] = field(default_factory=dict)  # test → [[|excess|, kode_tps, excess]] largest first
+
+    @property
+    def count(self) -> int:
+        return int(round(self.vector[IX["tps"]]))
+
+    @property
+    def turnout_mean(self) -> float:
+        return float(self.vector[IX["t1"]]) / self.count if self.count else math.nan
+
+    def add(self, p: Profile, sign: int = 1, contributed: tuple[np.ndarray, dict[str, list[float]]] | None = None) -> None:
+        """Add a station (``sign=-1``: withdraw one added before); ``contributed`` is its
+        :func:`contribution` when the caller already has it (one station, several regions)."""
+        v, candidates = contributed or contribution(p)
+        self.vector += sign * v
+        for key, values in candidates.items():
+            current = self.candidates.get(key)
+            if current is None:
+                current = self.candidates[key] = np.zeros(len(CANDIDATE_FIELDS))
+            current += sign * np.asarray(values)
+        self._sample(sample_key(p.kode_tps), p.turnout, sign)
+        for test in self.top:
+            self.top[test] = [entry for entry in self.top[test] if entry[1] != p.kode_tps]
+        if sign > 0:
+            excess = {test: float(v[IX[a]] - v[IX[b]]) for test, (a, b) in SURPRISE.items()}
+            leader = self.leader()
+            if leader is not None and leader in candidates:
+                excess["fingerprint"] = candidates[leader][CX["hi"]]
+            self._top({test: [[abs(x), p.kode_tps, round(x, 4)]] for test, x in excess.items() if abs(x) > 1e-9})
+
+    def _top(self, entries: dict[str, list[list]]) -> None:
+        for test, new in entries.items():
+            merged = sorted(self.top.get(test, []) + new, key=lambda e: (-e[0], e[1]))
+            self.top[test] = merged[:TOP]
+
+    def _sample(self, key: int, turnout: float, sign: int) -> None:
+        if sign < 0:
+            self.sample.pop(key, None)
+            return
+        if self.sample_cutoff is not None and key > self.sample_cutoff:
+            return
+        self.sample[key] = turnout
+        if len(self.sample) > SAMPLE_SIZE:
+            largest = max(self.sample)
+            del self.sample[largest]
+            self.sample_cutoff = largest if self.sample_cutoff is None else min(self.sample_cutoff, largest)
+
+    def merge(self, other: RegionSums) -> None:
+        """Add another region's sums (kabupaten/kota into their province)."""
+        self.vector += other.vector
+        for key, values in other.candidates.items():
+            self.candidates[key] = self.candidates.get(key, 0) + values
+        self._top(other.top)
+        for key, value in other.sample.items():
+            self._sample(key, value, 1)
+        if other.sample_cutoff is not None:
+            self.sample_cutoff = other.sample_cutoff if self.sample_cutoff is None else min(self.sample_cutoff, other.sample_cutoff)
+            for key in [k for k in self.sample if k > self.sample_cutoff]:
+                del self.sample[key]
+
+    def to_state(self) -> dict[str, Any]:
+        return {"v": self.vector.tolist(), "c": {k: v.tolist() for k, v in self.candidates.items()},
+                "s": [[k, t] for k, t in sorted(self.sample.items())], "x": self.sample_cutoff,
+                "t": self.top}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RegionSums:
+        if len(state["v"]) != len(FIELDS):
+            raise ValueError(f"region state has {len(state['v'])} fields, this version expects {len(FIELDS)}")
+        return cls(np.asarray(state["v"], dtype=float), {k: np.asarray(v, dtype=float) for k, v in state["c"].items()},
+                   {int(k): float(t) for k, t in state["s"]}, state["x"], {k: [list(e) for e in v] for k, v in state["t"].items()})  # fmt: skip
+
+    def leader(self) -> str | None:
+        """The candidate with the most votes in the region (ties: the first in key order)."""
+        if not self.candidates:
+            return None
+        return max(sorted(self.candidates), key=lambda k: self.candidates[k][CX["votes"]])
+
+
+# ---------------------------------------------------------------------------------------------------
+# tests from the sums
+
+
+@dataclass(frozen=True)
+class RegionTest(NullResult):
+    """One test of a region: a :class:`NullResult` with the test's name and its textbook value."""
+
+    name: str = ""
+    textbook: float | None = None
+
+
+def _bernoulli(name, hits, q, var, m, alternative, textbook=None) -> RegionTest:
+    if m <= 0:
+        return RegionTest(math.nan, 0, math.nan, None, None, None, name, textbook)
+    statistic, expected, std = hits / m, q / m, math.sqrt(max(var, 0.0)) / m
+    if std > 0:
+        z = (statistic - expected) / std
+        # normal approximation with a continuity correction on the count scale
+        cc = 0.5 / m / std
+        upper = stats.norm.sf(z - cc)
+        lower = stats.norm.cdf(z + cc)
+    else:
+        z = 0.0 if hits == q else math.copysign(math.inf, hits - q)
+        upper, lower = float(hits <= q + 1e-9), float(hits >= q - 1e-9)
+    p = upper if alternative == "greater" else lower if alternative == "less" else min(1.0, 2 * min(upper, lower))
+    return RegionTest(statistic, int(round(m)), expected, float(min(p, 1.0)), std, float(z), name, textbook)
+
+
+def _ratio_test(name: str, v: np.ndarray, g: str, textbook: float) -> RegionTest:
+    """Mean of ``g`` over the counts ≥ 10, against the ratio of the stations' expectations.
+
+    ``expected = c = ΣE[g·1{X≥10}] / ΣP(X≥10)``; the test is on ``Σ_{x≥10} (g(x) − c)``, whose null
+    variance ``Σ Var[(g(X) − c)·1{X≥10}]`` expands into the kept sums. Testing each station's digit
+    *given its own count is ≥ 10* would bias stations near 10 (a count of 11 says its null lies above
+    10), which matters for the many small counts of legislative ballots.
+    """
+    m = float(v[IX["m10"]])
+    b = float(v[IX["b"]])
+    if m <= 0 or b <= 0:
+        return RegionTest(math.nan, int(m), math.nan, None, None, None, name, textbook)
+    a, c2, d, e = (float(v[IX[f"{g}_{part}"]]) for part in ("a", "c", "d", "e"))
+    f = float(v[IX["f"]])
+    expected = a / b
+    variance = (c2 - 2 * expected * a + expected**2 * b) - (d - 2 * expected * e + expected**2 * f)
+    statistic = float(v[IX[f"{g}_obs"]]) / m
+    std = math.sqrt(max(variance, 0.0)) / m
+    z = (statistic - expected) / std if std > 0 else 0.0
+    return RegionTest(statistic, int(round(m)), expected, float(2 * stats.norm.sf(abs(z))), std, float(z), name, textbook)
+
+
+def region_tests(sums: RegionSums, parent: RegionSums | None = None) -> list[RegionTest]:
+    """Every test of a region from its sums; ``parent`` (the enclosing region, itself included) gives
+    the peer rate for the 100%/100% fingerprint test."""
+    v = sums.vector
+    g = lambda name: float(v[IX[name]])  # noqa: E731
+    tests = [
+        _bernoulli("c05s", g("c05_hits"), g("c05_q"), g("c05_v"), g("c05_m"), "greater", UNIFORM_05),
+        _ratio_test("lastc", v, "last", 4.5),
+        _ratio_test("2bl", v, "d2", BENFORD_2BL),
+        _last_digit_uniformity(v),
+        _ratio_test("repeated_digits", v, "rep", 0.1),
+        _ratio_test("adjacent_digits", v, "adj", 0.18),
+        _bernoulli("p05s", g("p05_hits"), g("p05_q"), g("p05_v"), g("pct_m"), "greater", UNIFORM_05),
+        _bernoulli("integer_percent", g("int_hits"), g("int_q"), g("int_v"), g("pct_m"), "greater"),
+        _fingerprint(sums, parent),
+        _dip(sums),
+    ]
+    return tests
+
+
+def _last_digit_uniformity(v: np.ndarray) -> RegionTest:
+    """Beber–Scacco: last digits of the counts ≥ 10 against their expected frequencies (Pearson χ², 9 df).
+
+    ``statistic`` is χ²; ``expected`` its null mean (9). The expected frequencies are the summed
+    per-station probabilities (textbook: uniform), so the χ² is conservative for unequal stations.
+    """
+    observed = v[IX["ld0"] : IX["ld0"] + 10]
+    m = float(observed.sum())
+    weights = v[IX["le0"] : IX["le0"] + 10]
+    expected = m * weights / weights.sum() if weights.sum() > 0 else weights
+    if m <= 0 or np.any(expected <= 0):
+        return RegionTest(math.nan, int(m), 9.0, None, None, None, "last_digit", 9.0)
+    chi2 = float(((observed - expected) ** 2 / expected).sum())
+    uniform = float(((observed - m / 10) ** 2 / (m / 10)).sum())
+    return RegionTest(chi2, int(m), 9.0, float(stats.chi2.sf(chi2, 9)), math.sqrt(18.0), (chi2 - 9) / math.sqrt(18.0),
+                      "last_digit", round(uniform, 4))  # fmt: skip
+
+
+def _fingerprint(sums: RegionSums, parent: RegionSums | None) -> RegionTest:
+    """Klimek's 100%/100% mass: stations with turnout and leader share both ≥ 95%, against the rate in
+    the rest of the parent region (binomial, one-sided; a Jeffreys-smoothed rate so that a parent with
+    none does not make one station impossible)."""
+    leader = sums.leader()
+    n = sums.count
+    if leader is None or n == 0:
+        return RegionTest(math.nan, 0, math.nan, None, None, None, "fingerprint")
+    hits = int(round(sums.candidates[leader][CX["hi"]]))
+    rest_n, rest_hits = 0, 0
+    if parent is not None and leader in parent.candidates:
+        rest_n = parent.count - n
+        rest_hits = int(round(parent.candidates[leader][CX["hi"]])) - hits
+    rate = (rest_hits + 0.5) / (rest_n + 1)
+    pvalue = float(stats.binom.sf(hits - 1, n, rate)) if hits else 1.0
+    std = math.sqrt(rate * (1 - rate) / n)
+    return RegionTest(hits / n, n, rate, pvalue, std, (hits / n - rate) / std, "fingerprint")
+
+
+def _dip(sums: RegionSums) -> RegionTest:
+    """Hartigan's dip test of unimodality on the turnout of up to :data:`SAMPLE_SIZE` stations.
+
+    Stations at (nearly) 100% are left out: a point mass there is the fingerprint test's business, and
+    ties at one value alone make the dip reject.
+    """
+    import diptest
+
+    values = np.fromiter(sums.sample.values(), dtype=float)
+    values = values[values < HIGH_TURNOUT_TIES]
+    if values.size < 10:
+        return RegionTest(math.nan, int(values.size), None, None, None, None, "dip")
+    dip, pvalue = diptest.diptest(values)
+    return RegionTest(float(dip), int(values.size), None, float(pvalue), None, None, "dip")
+
+
+def describe(sums: RegionSums) -> dict[str, Any]:
+    """The fingerprint statistics a person reads beside the tests (rounded, JSON-able).
+
+    Turnout skew and kurtosis (population moments, non-excess, as the Toolkit), the leader, its share,
+    the turnout–share correlation, Sobyanin's slope (leader votes per registered voter against turnout:
+    near the share when extra turnout is spread like the rest, towards 1 or beyond when it all goes to
+    the leader), and the invalid-vote rate.
+    """
+    n = sums.count
+    v = sums.vector
+    out: dict[str, Any] = {"tps": n}
+    if n == 0:
+        return out
+    m1, m2, m3, m4 = (v[IX[f"t{k}"]] / n for k in (1, 2, 3, 4))
+    var = max(m2 - m1 * m1, 0.0)
+    out["turnout_mean"] = round(m1, 4)
+    out["turnout_sd"] = round(math.sqrt(var), 4)
+    if var > 1e-12:
+        central3 = m3 - 3 * m1 * m2 + 2 * m1**3
+        central4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1**4
+        out["turnout_skew"] = round(central3 / var**1.5, 4)
+        out["turnout_kurtosis"] = round(central4 / var**2, 4)
+    inv = v[IX["inv1"]] / n
+    out["invalid_rate"] = round(inv, 4)
+    leader = sums.leader()
+    if leader is not None:
+        c = sums.candidates[leader]
+        g = lambda name: c[CX[name]] / n  # noqa: E731
+        out["leader"] = leader
+        out["leader_share"] = round(c[CX["votes"]] / c[CX["sah"]], 4) if c[CX["sah"]] else None
+        s_var = g("s2") - g("s1") ** 2
+        cov_ts = g("ts") - m1 * g("s1")
+        if var > 1e-12 and s_var > 1e-12:
+            out["turnout_share_correlation"] = round(cov_ts / math.sqrt(var * s_var), 4)
+        if var > 1e-12:
+            out["sobyanin_slope"] = round((g("tv") - m1 * g("v1")) / var, 4)
+        out["stations_100_100"] = int(round(c[CX["hi"]]))
+    return out

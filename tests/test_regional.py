@@ -1,0 +1,235 @@
+"""Regional statistics: online sums, data-derived nulls, the assessor's FDR policy, peer outliers."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+
+from pantau.detectors import forensics
+from pantau.detectors.assessor import RegionalAssessor
+from pantau.detectors.form import Capacity
+from pantau.detectors.inspector import TpsInspector
+from pantau.detectors.monitor import PeerHistograms, RegionalMonitor
+from pantau.detectors.regional import FIELDS, Profile, RegionSums, region_tests
+from pantau.replay import records_of, replay
+from pantau.simulate import simulate
+from pantau.simulate.truth import read_truth
+
+from .conftest import shared_file, tally_of
+
+
+def station(kode: str, votes: tuple[int, ...], register: int = 300, invalid: int = 3, extra: int = 0) -> Profile:
+    valid = sum(votes)
+    return Profile(kode, "ppwp", tuple((str(100025 + i), v) for i, v in enumerate(votes)), register,
+                   min(valid + invalid + extra, register), valid, invalid)  # fmt: skip
+
+
+def clean_stations(count: int, seed: int = 1, prefix: str = "340401") -> list[Profile]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        register = int(rng.integers(200, 300))
+        voters = int(rng.binomial(register, 0.8))
+        valid = voters - int(rng.binomial(voters, 0.02))
+        share = rng.beta(30, 20)
+        first = int(rng.binomial(valid, share))
+        second = int(rng.binomial(valid - first, 0.7))
+        out.append(Profile(f"{prefix}{i // 20 + 1:04d}{i % 20 + 1:03d}", "ppwp",
+                           (("100025", first), ("100026", second), ("100027", valid - first - second)),
+                           register, voters, valid, voters - valid))  # fmt: skip
+    return out
+
+
+def test_sums_are_additive_withdrawable_and_survive_json():
+    stations = clean_stations(60)
+    whole, first, second = RegionSums(), RegionSums(), RegionSums()
+    for i, p in enumerate(stations):
+        whole.add(p)
+        (first if i % 2 else second).add(p)
+    first.merge(second)
+    assert np.allclose(first.vector, whole.vector) and first.sample == whole.sample
+    assert whole.count == 60
+    restored = RegionSums.from_state(whole.to_state())
+    assert [t.pvalue for t in region_tests(restored)] == pytest.approx([t.pvalue for t in region_tests(whole)], rel=1e-6)
+    for p in stations[30:]:
+        whole.add(p, -1)
+    half = RegionSums()
+    for p in stations[:30]:
+        half.add(p)
+    assert np.allclose(whole.vector, half.vector) and whole.count == 30
+    assert len(whole.vector) == len(FIELDS)
+    with pytest.raises(ValueError, match="fields"):
+        RegionSums.from_state({**half.to_state(), "v": [0.0]})
+
+
+def test_statistics_are_the_toolkit_definitions():
+    stations = clean_stations(80)
+    sums = RegionSums()
+    for p in stations:
+        sums.add(p)
+    tests = {t.name: t for t in region_tests(sums)}
+    counts = np.array([v for p in stations for _, v in p.counts])
+    assert tests["c05s"].statistic == pytest.approx(forensics.last_digit_05_share(counts).statistic)
+    assert tests["2bl"].statistic == pytest.approx(forensics.second_digit_mean(counts).statistic)
+    assert tests["lastc"].statistic == pytest.approx((counts[counts >= 10] % 10).mean())
+    assert tests["2bl"].textbook == forensics.BENFORD_2BL and tests["c05s"].textbook == 0.2
+    turnout = np.array([p.voters for p in stations]) / np.array([p.register for p in stations])
+    described = __import__("pantau.detectors.regional", fromlist=["describe"]).describe(sums)
+    assert described["turnout_skew"] == pytest.approx(forensics.skewness(turnout).statistic, abs=1e-3)
+    assert described["turnout_kurtosis"] == pytest.approx(forensics.kurtosis(turnout).statistic, abs=1e-3)
+    # the data-derived expectation differs from the textbook one for counts this small, and holds
+    assert abs(tests["2bl"].expected - forensics.BENFORD_2BL) > 0.1
+    assert all(t.pvalue is None or t.pvalue > 0.001 for t in tests.values())
+
+
+def test_rounded_counts_are_flagged_by_the_digit_tests():
+    sums = RegionSums()
+    for p in clean_stations(120):
+        rounded = tuple((k, v - v % 5) for k, v in p.counts)
+        valid = sum(v for _, v in rounded)
+        sums.add(Profile(p.kode_tps, "ppwp", rounded, p.register, valid + p.invalid, valid, p.invalid))
+    tests = {t.name: t for t in region_tests(sums)}
+    assert tests["c05s"].statistic == 1.0 and tests["c05s"].pvalue < 1e-20
+    assert tests["last_digit"].pvalue < 1e-20
+
+
+def _assessed(stations, fdr=0.01):
+    assessor = RegionalAssessor(fdr=fdr)
+    sums = RegionSums()
+    for p in stations:
+        sums.add(p)
+    assessor.update("kecamatan:340401:ppwp", sums)
+    assessor.update("kabkota:3404:ppwp", sums)
+    return assessor, sums
+
+
+def test_assessor_raises_once_keeps_it_through_the_band_and_clears_with_a_resolution():
+    fabricated = [Profile(p.kode_tps, "ppwp", tuple((k, v - v % 10) for k, v in p.counts), p.register,
+                          sum(v - v % 10 for _, v in p.counts) + p.invalid, sum(v - v % 10 for _, v in p.counts), p.invalid)
+                  for p in clean_stations(40, seed=2)]  # fmt: skip
+    assessor, sums = _assessed(fabricated)
+    raised = assessor.assess()
+    names = {(a.detector, a.level) for a in raised}
+    assert ("stat.c05s", "kecamatan") in names and ("stat.c05s", "provinsi") in names
+    alert = next(a for a in raised if a.detector == "stat.c05s" and a.level == "kecamatan")
+    assert alert.region == "340401" and alert.kode_tps is None and alert.evidence["statistic"] == 1.0
+    assert alert.evidence["expected"] < 0.5 and alert.evidence["adjusted_pvalue"] <= 0.01
+    assert alert.evidence["top_tps"] and "bukan bukti kecurangan" in alert.reason and "not proof of fraud" in alert.reason_en
+    assert assessor.assess() == []  # nothing changed: nothing new
+    assessor.update("kecamatan:340401:ppwp", sums)
+    assert assessor.assess() == []  # still raised: no second alert for the same episode
+    assessor.clear_factor = 2.0
+    for p in clean_stations(8000, seed=3):
+        sums.add(p)
+    assessor.update("kecamatan:340401:ppwp", sums)
+    assessor.update("kabkota:3404:ppwp", sums)
+    cleared = [a for a in assessor.assess() if a.detector == "stat.cleared" and a.level == "kecamatan"]
+    assert any(a.resolves == [alert.alert_id] for a in cleared)
+
+
+def test_small_regions_are_not_tested():
+    assessor, _ = _assessed([Profile(p.kode_tps, "ppwp", tuple((k, v - v % 10) for k, v in p.counts), p.register,
+                                     p.voters, p.valid, p.invalid) for p in clean_stations(20)])  # fmt: skip
+    assert assessor.assess() == []
+
+
+def test_papua_alerts_carry_the_noken_caveat():
+    noken = [station(f"9501010001{i:03d}", (290, 0, 0), register=290, invalid=0) for i in range(40)]
+    elsewhere = clean_stations(400, prefix="950102")
+    assessor = RegionalAssessor()
+    kec, kab = RegionSums(), RegionSums()
+    for p in noken:
+        kec.add(p)
+        kab.add(p)
+    for p in elsewhere:
+        kab.add(p)
+    assessor.update("kecamatan:950101:ppwp", kec)
+    assessor.update("kabkota:9501:ppwp", kab)
+    fingerprint = [a for a in assessor.assess() if a.detector == "stat.fingerprint" and a.level == "kecamatan"]
+    assert fingerprint and "noken" in fingerprint[0].reason and "noken" in fingerprint[0].reason_en
+    assert fingerprint[0].evidence["region"]["stations_100_100"] == 40
+
+
+def test_peer_outlier_rate_is_calibrated_and_catches_a_stuffed_station():
+    monitor = RegionalMonitor(far=0.01, min_peers=200)
+    inspector = TpsInspector(Capacity(), monitor=monitor)
+    flagged = 0
+    stations = clean_stations(3000, seed=7, prefix="340402")
+    for p in stations:
+        doc = {"chart": {"null": None, **dict(p.counts)},
+               "administrasi": {"pemilih_dpt_j": p.register, "pengguna_total_j": p.voters, "suara_sah": p.valid,
+                                "suara_tidak_sah": p.invalid, "suara_total": p.valid + p.invalid}}  # fmt: skip
+        flagged += any(a.detector == "stat.peer_outlier" for a in inspector(tally_of(kode_tps=p.kode_tps, **doc)))
+    assert flagged <= 0.01 * len(stations) * 1.5
+    stuffed = {"chart": {"null": None, "100025": 290, "100026": 5, "100027": 2},
+               "administrasi": {"pemilih_dpt_j": 300, "pengguna_total_j": 300, "suara_sah": 297,
+                                "suara_tidak_sah": 3, "suara_total": 300}}  # fmt: skip
+    (alert,) = [a for a in inspector(tally_of(kode_tps="3404029999001", **stuffed)) if a.detector == "stat.peer_outlier"]
+    assert alert.evidence["false_alarm_rate"] <= 0.01 and alert.evidence["peers"] == 3000
+    assert "not proof of fraud" in alert.reason_en
+
+
+def test_histogram_tail_is_conformal():
+    h = PeerHistograms()
+    assert h.tail("turnout", 0.5) == 1.0  # no peers: no evidence
+    for p in clean_stations(99):
+        h.add(p)
+    assert h.tail("turnout", 1.0) == pytest.approx(1 / 100)
+
+
+def test_revised_form_is_withdrawn_from_its_regions():
+    monitor = RegionalMonitor()
+    inspector = TpsInspector(Capacity(), monitor=monitor)
+    doc = {"chart": {"null": None, "100025": 100, "100026": 80, "100027": 20},
+           "administrasi": {"pemilih_dpt_j": 250, "pengguna_total_j": 204, "suara_sah": 200,
+                            "suara_tidak_sah": 4, "suara_total": 204}}  # fmt: skip
+    inspector(tally_of(kode_tps="3404010001001", **doc))
+    before = monitor.region("kecamatan:340401:ppwp").vector.copy()
+    revised = {**doc, "chart": {"null": None, "100025": 110, "100026": 70, "100027": 20}}
+    inspector(tally_of(kode_tps="3404010001001", **revised))
+    after = monitor.region("kecamatan:340401:ppwp")
+    assert after.count == 1 and not np.allclose(after.vector, before)
+    fresh = RegionSums()
+    fresh.add(station("3404010001001", (110, 70, 20), register=250, invalid=4, extra=0))
+    assert np.allclose(after.vector, fresh.vector)
+
+
+def test_simulated_manipulations_flag_their_kecamatan_and_a_clean_night_flags_none(tmp_path):
+    night = tmp_path / "night.jsonl"
+    simulate(night, kabkota=["3402"], seed=11, synthetic_registry=True, complete=True,
+             anomalies=["stuffing_extreme:rate=0.3,target=340206", "fabricated:rate=0.3,target=340210"])  # fmt: skip
+    alerts = list(replay(records_of([night])))
+    regional = {(a.level, a.region) for a in alerts if a.level != "tps" and a.detector != "stat.cleared"}
+    assert ("kecamatan", "340206") in regional and ("kecamatan", "340210") in regional
+    assert {r for lvl, r in regional if lvl == "kecamatan"} <= {"340206", "340210"}
+    _, truth = read_truth(tmp_path / "night.truth.jsonl")
+    hit = {(r["kode_tps"], r["jenis"]) for r in truth if r["level"] == "tps"}
+    peer_on_clean = [a for a in alerts if a.detector == "stat.peer_outlier" and (a.kode_tps, a.jenis) not in hit]
+    assert len(peer_on_clean) <= 0.002 * 3166 * 2  # about the configured false-alarm rate, not more
+
+    clean = tmp_path / "clean.jsonl"
+    simulate(clean, kabkota=["3402"], seed=11, synthetic_registry=True, complete=True, anomalies=[])
+    assert [a for a in replay(records_of([clean])) if a.level != "tps"] == []
+
+
+@pytest.mark.shared_data
+def test_false_alarm_rate_on_real_provinces_is_at_most_nominal():
+    """DIY, Bali and overseas, unmodified: the flagged share of testable hypotheses per level ≤ FDR."""
+    path = shared_file("sirekap/tps_latest_dev.csv.gz")
+    assessor = RegionalAssessor()
+    inspector = TpsInspector(Capacity(), monitor=RegionalMonitor())
+    alerts = [a for a in replay(records_of([path]), inspector=inspector, assessor=assessor) if a.level != "tps"]
+    pvalues = defaultdict(list)
+    for key, tests in assessor.results.items():
+        for test in tests:
+            if test.pvalue is not None and test.n >= 50:
+                pvalues[(key.split(":")[0], test.name)].append(test.pvalue)
+    for (level, name), values in pvalues.items():
+        if level == "kecamatan" and len(values) > 100:
+            assert np.mean(np.array(values) < 0.01) <= 0.03, name  # the station null is calibrated
+    flagged = Counter(a.level for a in alerts if a.detector != "stat.cleared")
+    for level in ("kecamatan", "kabkota", "provinsi"):
+        testable = sum(len(v) for (lv, _), v in pvalues.items() if lv == level)
+        assert flagged[level] <= max(1, 0.01 * testable), (level, flagged[level], testable)
