@@ -177,7 +177,7 @@ def test_cli_writes_rejects_and_prints_a_summary(tmp_path):
 def test_schemas_export_command(tmp_path):
     assert main(["schemas", "export", str(tmp_path)]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [f"{t}.schema.json" for t in sorted(["pantau.alerts", "pantau.deadletter", "pantau.verdicts", "sirekap.submissions"])]
+    assert names == [f"{t}.schema.json" for t in sorted(["pantau.alerts", "pantau.deadletter", "pantau.regional", "pantau.verdicts", "sirekap.submissions"])]
 
 
 def test_demo_command_runs_on_shipped_data(tmp_path, capsys):
