@@ -80,7 +80,8 @@ class Workers:
             broker=self.broker.bootstrap, app_id=f"pantau-test-{unique}", partitions=partitions,
             topic_submissions=f"{unique}.submissions", topic_alerts=f"{unique}.alerts",
             topic_deadletter=f"{unique}.deadletter", topic_verdicts=f"{unique}.verdicts",
-            data_dir=self.tmp_path / "data", web_port=free_port(),
+            topic_regional=f"{unique}.regional", data_dir=self.tmp_path / "data", web_port=free_port(),
+            assess_interval=1.0,
         )  # fmt: skip
 
     def start(self, settings: Settings) -> subprocess.Popen:
@@ -92,6 +93,8 @@ class Workers:
             "PANTAU_TOPIC_ALERTS": settings.topic_alerts,
             "PANTAU_TOPIC_DEADLETTER": settings.topic_deadletter,
             "PANTAU_TOPIC_VERDICTS": settings.topic_verdicts,
+            "PANTAU_TOPIC_REGIONAL": settings.topic_regional,
+            "PANTAU_ASSESS_INTERVAL": str(settings.assess_interval),
         }
         process = start_worker(settings, log_path, topics)
         self.running.append(process)
@@ -592,3 +595,39 @@ def test_replay_to_the_broker_publishes_keyed_stamped_envelopes(broker: Embedded
         if message.key is not None:
             partitions.setdefault(message.key, set()).add(message.partition)
     assert {k: len(p) for k, p in partitions.items()} == {b"3101": 1, b"3173": 1}
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. Regional statistics: sums from the inspecting agent, alerts from the assessor
+
+
+def test_regional_alerts_flow_from_the_workers_sums_through_the_assessor(workers: Workers, tmp_path: Path):
+    from pantau.simulate import simulate
+
+    night = tmp_path / "night.jsonl"
+    simulate(night, kabkota=["3402"], seed=11, synthetic_registry=True, complete=True,
+             anomalies=["stuffing_extreme:rate=0.3,target=340206", "fabricated:rate=0.3,target=340210"])  # fmt: skip
+    offline = offline_alerts(night)
+    offline_tps = {a.alert_id: a for a in offline if a.level == "tps"}
+    flagged_offline = {a.region for a in offline if a.level == "kecamatan" and a.detector != "stat.cleared"}
+    assert flagged_offline == {"340206", "340210"}
+
+    settings = workers.settings("regional")
+    ensure_topics(settings)
+    workers.start(settings)
+    reader = TopicReader(settings.bootstrap, settings.topic_alerts)
+    try:
+        summary = publish(read_records(night), settings.bootstrap, settings.topic_submissions)
+        wait_processed(settings, summary.published, workers)
+        flagged = lambda messages: {m["region"] for m in alert_messages(messages)  # noqa: E731
+                                    if m["level"] == "kecamatan" and m["detector"] != "stat.cleared"}  # fmt: skip
+        messages = reader.until(lambda m: {"340206", "340210"} <= flagged(m), "both manipulated kecamatan flagged", workers)
+    finally:
+        reader.close()
+    alerts = alert_messages(messages)
+    assert flagged(messages) == {"340206", "340210"}
+    tps_ids = [a["alert_id"] for a in alerts if a["level"] == "tps"]
+    assert sorted(tps_ids) == sorted(offline_tps)  # the TPS-level findings, peer outliers included, as offline
+    regional = [a for a in alerts if a["level"] != "tps"]
+    assert len({a["alert_id"] for a in regional}) == len(regional)  # one alert per raised episode
+    assert all("not proof of fraud" in a["reason_en"] for a in regional if a["detector"] != "stat.cleared")
