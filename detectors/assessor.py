@@ -90,6 +90,7 @@ class RegionalAssessor:
         self.results: dict[str, list[RegionTest]] = {}
         self.dirty: set[str] = set()
         self.children: dict[str, set[str]] = {}  # kabkota → its kecamatan keys; provinsi → its kabkota keys
+        self.provinces: dict[str, RegionSums] = {}  # merged from their kabkota when one of them changed
 
     def update(self, key: str, sums: RegionSums) -> None:
         """The latest sums of a kecamatan or kabupaten/kota."""
@@ -110,25 +111,27 @@ class RegionalAssessor:
     def assess(self) -> list[Alert]:
         """Re-test the changed regions, adjust per level, and return the alerts of raised and cleared tests."""
         dirty = set(self.dirty)
-        for key in list(self.dirty):
-            if key.startswith("kabkota:"):
-                dirty.add(f"provinsi:{key.split(':')[1][:2]}:{key.split(':')[2]}")
+        for key in self.dirty:
+            level, region, jenis = parse_key(key)
+            if level == "kabkota":
+                dirty.add(f"provinsi:{region[:2]}:{jenis}")
+        for key in sorted(k for k in dirty if k.startswith("provinsi:")):
+            self.provinces[key] = self._merged(self.children[key])
         for key in list(dirty):  # a region's parent changed: its peer rate did too
             if not key.startswith("kecamatan:"):
                 dirty.update(self.children.get(key, ()))
-        provinces = {key: self._merged(kabkota) for key, kabkota in sorted(self.children.items()) if key.startswith("provinsi:")}
         national: dict[str, RegionSums] = {}
         for key in sorted(dirty):
             level, region, jenis = parse_key(key)
             if level == "provinsi":
                 if jenis not in national:
                     national[jenis] = RegionSums()
-                    for other, sums in sorted(provinces.items()):
+                    for other, sums in sorted(self.provinces.items()):
                         if other.endswith(f":{jenis}"):
                             national[jenis].merge(sums)
-                sums, parent = provinces[key], national[jenis]
+                sums, parent = self.provinces[key], national[jenis]
             elif level == "kabkota":
-                sums, parent = self.sums[key], provinces.get(f"provinsi:{region[:2]}:{jenis}")
+                sums, parent = self.sums[key], self.provinces.get(f"provinsi:{region[:2]}:{jenis}")
             else:
                 sums, parent = self.sums[key], self.sums.get(f"kabkota:{region[:4]}:{jenis}")
             if sums.count == 0:
@@ -138,19 +141,19 @@ class RegionalAssessor:
         self.dirty.clear()
         alerts: list[Alert] = []
         for level in LEVELS:
-            alerts.extend(self._decide(level, provinces))
+            alerts.extend(self._decide(level))
         return alerts
 
-    def _testable(self, key: str, test: RegionTest, provinces: dict[str, RegionSums]) -> bool:
-        return test.pvalue is not None and self._sums(key, provinces).count >= self.min_tps and test.n >= (
+    def _testable(self, key: str, test: RegionTest) -> bool:
+        return test.pvalue is not None and self._sums(key).count >= self.min_tps and test.n >= (
             self.min_tps if test.name in ("fingerprint", "dip") else self.min_units)
 
-    def _sums(self, key: str, provinces: dict[str, RegionSums]) -> RegionSums:
-        return provinces[key] if key.startswith("provinsi:") else self.sums[key]
+    def _sums(self, key: str) -> RegionSums:
+        return self.provinces[key] if key.startswith("provinsi:") else self.sums[key]
 
-    def _decide(self, level: str, provinces: dict[str, RegionSums]) -> list[Alert]:
+    def _decide(self, level: str) -> list[Alert]:
         family = [(key, test) for key in sorted(self.results) if key.startswith(level + ":")
-                  for test in self.results[key] if self._testable(key, test, provinces)]  # fmt: skip
+                  for test in self.results[key] if self._testable(key, test)]  # fmt: skip
         if not family:
             return []
         adjusted = stats.false_discovery_control(np.array([t.pvalue for _, t in family]), method="bh")
@@ -161,7 +164,7 @@ class RegionalAssessor:
             raised = episode is not None and episode["raised"]
             if not raised and q <= self.fdr:
                 number = (episode["n"] if episode else 0) + 1
-                alert = self._alert(key, test, q, number, self._sums(key, provinces))
+                alert = self._alert(key, test, q, number, self._sums(key))
                 self.episodes[name] = {"n": number, "raised": True, "id": alert.alert_id}
                 alerts.append(alert)
             elif raised and q > self.fdr * self.clear_factor:

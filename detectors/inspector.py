@@ -7,11 +7,9 @@ The stream and the offline replay both call :class:`TpsInspector`; there is no o
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pantau.schemas import Alert, Tally
-
-from dataclasses import replace
 
 from .findings import find
 from .form import Capacity, check_form

@@ -126,18 +126,18 @@ class RegionalMonitor:
         self.changed.clear()
 
     def region(self, key: str) -> RegionSums:
-        sums = self.sums.get(key)
-        if sums is None:
-            state = self.states.get(key)
-            sums = self.sums[key] = RegionSums() if state is None else RegionSums.from_state(state)
-        return sums
+        return self._cached(self.sums, key, RegionSums)
 
     def _peers(self, key: str) -> PeerHistograms:
-        peers = self.peers.get(key)
-        if peers is None:
+        return self._cached(self.peers, key, PeerHistograms)
+
+    def _cached(self, cache: dict, key: str, kind: type) -> Any:
+        """The cached object for ``key``, loaded from ``states`` (or new) on first use."""
+        value = cache.get(key)
+        if value is None:
             state = self.states.get(key)
-            peers = self.peers[key] = PeerHistograms() if state is None else PeerHistograms.from_state(state)
-        return peers
+            value = cache[key] = kind() if state is None else kind.from_state(state)
+        return value
 
     def score(self, tally: Tally, new: Profile | None) -> list[Alert]:
         """The peer-outlier alert of a form against its kabupaten's TPS so far (no state changes)."""

@@ -231,7 +231,7 @@ def poisson_binomial_pmf(probs) -> np.ndarray:
     return pmf
 
 
-def _tail_pvalue(lower: float, upper: float, alternative: str) -> float:
+def tail_pvalue(lower: float, upper: float, alternative: str) -> float:
     """P-value from P(S ≤ s) and P(S ≥ s)."""
     if alternative == "greater":
         return float(min(1.0, upper))
@@ -263,7 +263,7 @@ def _bernoulli_sum_test(indicators: np.ndarray | None, q: np.ndarray, alternativ
         upper = stats.norm.sf((s - 0.5 - expected_count) / sd)
     else:
         lower, upper = float(s >= expected_count), float(s <= expected_count)
-    return NullResult(statistic, m, expected, _tail_pvalue(lower, upper, alternative), float(std), float(z))
+    return NullResult(statistic, m, expected, tail_pvalue(lower, upper, alternative), float(std), float(z))
 
 
 def expected_last_digit_05(n_voters, shares, counts=None, *, min_count: int = 0, dispersion=0.0,
@@ -311,7 +311,8 @@ def _check_possible(keep, mu, x, p) -> None:
         raise ValueError(f"station {i}'s count {x[i]} is impossible under its share {p[i]!r}")
 
 
-def _second_digit(k: np.ndarray) -> np.ndarray:
+def second_digits(k: np.ndarray) -> np.ndarray:
+    """The second digit of each count (0 below 10)."""
     k = np.asarray(k, dtype=np.int64)
     out = np.zeros(k.shape, dtype=np.int64)
     big = k >= 10
@@ -325,7 +326,7 @@ def _digit_mean_test(n_voters, shares, counts, digit, min_count, dispersion, alt
     if digit == "second" and min_count < 10:
         raise ValueError("the second digit needs min_count ≥ 10 (counts below 10 have one digit)")
     alternative = _alternative(alternative)
-    f = _second_digit if digit == "second" else (lambda k: k % 10)
+    f = second_digits if digit == "second" else (lambda k: k % 10)
     tail, mu, var = _conditional_moments(n, p, rho, f, min_count)
     if x is None:  # no observed counts: the expectation over the stations that can reach min_count
         keep = tail > 0
@@ -341,7 +342,7 @@ def _digit_mean_test(n_voters, shares, counts, digit, min_count, dispersion, alt
     expected, std = float(mu[keep].mean()), float(np.sqrt(var[keep].sum()) / m)
     z = (statistic - expected) / std if std > 0 else 0.0
     lower, upper = stats.norm.cdf(z), stats.norm.sf(z)
-    return NullResult(statistic, m, expected, _tail_pvalue(lower, upper, alternative), std, float(z))
+    return NullResult(statistic, m, expected, tail_pvalue(lower, upper, alternative), std, float(z))
 
 
 def expected_second_digit_mean(n_voters, shares, counts=None, *, min_count: int = 10, dispersion=0.0,

@@ -36,7 +36,7 @@ from pantau.schemas import Tally
 
 from .forensics import BENFORD_2BL, UNIFORM_05
 from .form import FormResult
-from .nulls import NullResult
+from .nulls import NullResult, second_digits, tail_pvalue
 
 #: The fixed layout of a contribution vector: name → index.
 FIELDS = (
@@ -51,7 +51,7 @@ FIELDS = (
     # turnout percentage ending in 0/5 (P05s), and integer turnout percentages (Kobak)
     "pct_m", "p05_hits", "p05_q", "p05_v", "int_hits", "int_q", "int_v",
     # turnout moments, invalid-vote rate
-    "t1", "t2", "t3", "t4", "inv1", "inv2",
+    "t1", "t2", "t3", "t4", "inv1",
     # last-digit counts (10) and their expectations (10), counts ≥ 10
     *(f"ld{d}" for d in range(10)), *(f"le{d}" for d in range(10)),
 )  # fmt: skip
@@ -118,13 +118,6 @@ def profile(tally: Tally, form: FormResult) -> Profile | None:
 # one station's expectations
 
 
-def _second_digit(k: np.ndarray) -> np.ndarray:
-    out = np.zeros(k.shape, dtype=np.int64)
-    big = k >= 10
-    out[big] = k[big] // 10 ** (np.floor(np.log10(k[big])).astype(np.int64) - 1) % 10
-    return out
-
-
 @lru_cache(maxsize=1 << 17)
 def count_expectations(n: int, x: int) -> tuple[float, ...]:
     """Digit expectations of a count under ``Binomial(n, x/n)``: the station null of the module docstring.
@@ -146,7 +139,7 @@ def count_expectations(n: int, x: int) -> tuple[float, ...]:
     q05 = float(min(pmf[k % 5 == 0].sum(), 1.0))
     big = k >= 10
     w, kb = pmf[big], k[big]
-    last, d2, tens = kb % 10, _second_digit(kb), kb // 10 % 10
+    last, d2, tens = kb % 10, second_digits(kb), kb // 10 % 10
     out = [q05, float(w.sum())]
     for g in (last, d2, (tens == last).astype(float), (np.abs(tens - last) == 1).astype(float)):
         out += [float((w * g).sum()), float((w * g * g).sum())]
@@ -223,8 +216,7 @@ def contribution(p: Profile) -> tuple[np.ndarray, dict[str, list[float]]]:
             v[IX["int_v"]] += q_int * (1 - q_int)
     v[IX["t1"]], v[IX["t2"]], v[IX["t3"]], v[IX["t4"]] = t, t * t, t**3, t**4
     ballots = p.valid + p.invalid
-    inv = p.invalid / ballots if ballots else 0.0
-    v[IX["inv1"]], v[IX["inv2"]] = inv, inv * inv
+    v[IX["inv1"]] = p.invalid / ballots if ballots else 0.0
     candidates = {}
     for key, x in p.counts:
         s, vr = x / p.valid, x / p.register
@@ -332,7 +324,7 @@ class RegionSums:
         """The candidate with the most votes in the region (ties: the first in key order)."""
         if not self.candidates:
             return None
-        return max(sorted(self.candidates), key=lambda k: self.candidates[k][CX["votes"]])
+        return min(self.candidates, key=lambda k: (-self.candidates[k][CX["votes"]], k))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -360,8 +352,7 @@ def _bernoulli(name, hits, q, var, m, alternative, textbook=None) -> RegionTest:
     else:
         z = 0.0 if hits == q else math.copysign(math.inf, hits - q)
         upper, lower = float(hits <= q + 1e-9), float(hits >= q - 1e-9)
-    p = upper if alternative == "greater" else lower if alternative == "less" else min(1.0, 2 * min(upper, lower))
-    return RegionTest(statistic, int(round(m)), expected, float(min(p, 1.0)), std, float(z), name, textbook)
+    return RegionTest(statistic, int(round(m)), expected, tail_pvalue(lower, upper, alternative), std, float(z), name, textbook)
 
 
 def _ratio_test(name: str, v: np.ndarray, g: str, textbook: float) -> RegionTest:

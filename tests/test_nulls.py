@@ -15,7 +15,7 @@ from .conftest import shared_file
 
 
 def _second_digit(x):
-    return nulls._second_digit(np.asarray(x))
+    return nulls.second_digits(np.asarray(x))
 
 
 def test_docstring_examples():

@@ -12,7 +12,7 @@ from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import PeerHistograms, RegionalMonitor
-from pantau.detectors.regional import FIELDS, Profile, RegionSums, region_tests
+from pantau.detectors.regional import FIELDS, Profile, RegionSums, describe, region_tests
 from pantau.replay import records_of, replay
 from pantau.simulate import simulate
 from pantau.simulate.truth import read_truth
@@ -76,7 +76,7 @@ def test_statistics_are_the_toolkit_definitions():
     assert tests["lastc"].statistic == pytest.approx((counts[counts >= 10] % 10).mean())
     assert tests["2bl"].textbook == forensics.BENFORD_2BL and tests["c05s"].textbook == 0.2
     turnout = np.array([p.voters for p in stations]) / np.array([p.register for p in stations])
-    described = __import__("pantau.detectors.regional", fromlist=["describe"]).describe(sums)
+    described = describe(sums)
     assert described["turnout_skew"] == pytest.approx(forensics.skewness(turnout).statistic, abs=1e-3)
     assert described["turnout_kurtosis"] == pytest.approx(forensics.kurtosis(turnout).statistic, abs=1e-3)
     # the data-derived expectation differs from the textbook one for counts this small, and holds
