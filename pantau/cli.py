@@ -28,16 +28,23 @@ def _progress(records: Iterable[Record], label: str) -> Iterator[Record]:
                 progress.update(task, completed=n)
 
 
-def cmd_replay_offline(inputs: list[str], out: str, rejects: str | None) -> int:
-    from .replay import ReplaySummary, print_summary, records_of, replay, write_alerts, write_rejections
+def cmd_replay_offline(inputs: list[str], out: str, rejects: str | None, verdicts: str | None = None) -> int:
+    from .replay import ReplaySummary, print_summary, read_verdicts, records_of, replay, write_alerts, write_rejections
 
+    suppressions = None
+    if verdicts:
+        try:
+            suppressions = read_verdicts(verdicts)
+        except (OSError, ValueError) as exc:
+            print(f"pantau replay: --verdicts: {exc}", file=sys.stderr)
+            return 1
     summary = ReplaySummary()
     with ExitStack() as stack:
         sink = sys.stdout.buffer if out == "-" else stack.enter_context(open(out, "wb"))
         records: Iterable[Record] = _progress(records_of(inputs), "replaying")
         if rejects:
             records = write_rejections(records, stack.enter_context(open(rejects, "wb")))
-        written = write_alerts(replay(records, summary=summary), sink)
+        written = write_alerts(replay(records, summary=summary, suppressions=suppressions), sink)
     print_summary(summary, written)
     if out != "-":
         print(f"alerts written to {out}", file=sys.stderr)
@@ -172,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--broker", metavar="HOST:PORT", help="publish to the submissions topic of this broker")
     rep.add_argument("--out", default="-", help="--offline: alerts JSONL file ('-' = stdout)")
     rep.add_argument("--rejects", help="--offline: also write refused records with their reasons to this JSONL file")
+    rep.add_argument("--verdicts", metavar="FILE.jsonl",
+                     help="--offline: desk verdicts, one per line; alerts called false alarms are left out, as in the stream")
     rep.add_argument("--rate", type=float, help="--broker: submissions per second (default: as fast as possible)")
     rep.add_argument("--topic", help="--broker: topic (default: PANTAU_TOPIC_SUBMISSIONS or sirekap.submissions)")
 
@@ -210,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_demo(args)
     if args.command == "replay":
         if args.offline:
-            return cmd_replay_offline(args.inputs, args.out, args.rejects)
+            return cmd_replay_offline(args.inputs, args.out, args.rejects, args.verdicts)
+        if args.verdicts:
+            build_parser().error("--verdicts applies to --offline (the stream reads verdicts from its topic)")
         return cmd_replay_broker(args)
     if args.command == "worker":
         return cmd_worker(args)

@@ -6,6 +6,10 @@ form repeats its findings; the file keeps the first).
 
 The regional statistics run as in the stream: the inspector's monitor keeps the region sums, the
 assessor tests them every ``assess_every`` documents and once more at the end of the input.
+
+Desk verdicts (``--verdicts``) suppress TPS alerts as in the stream, with one difference: the stream
+suppresses from the moment it learns a verdict, the audit applies the verdicts in force at the end of
+the file to the whole night.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import RegionalMonitor
-from pantau.schemas import Alert, normalize
+from pantau.detectors.suppression import Suppressions
+from pantau.schemas import Alert, InvalidSubmission, normalize, parse_verdict
 
 from .sources import Record, read_records
 
@@ -35,6 +40,7 @@ class ReplaySummary:
     documents: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)
     severities: Counter[str] = field(default_factory=Counter)
     flagged_tps: set[str] = field(default_factory=set)
     rejections: list[tuple[str, int, str]] = field(default_factory=list)
@@ -58,11 +64,13 @@ def replay(
     summary: ReplaySummary | None = None,
     assessor: RegionalAssessor | None = None,
     assess_every: int = ASSESS_EVERY,
+    suppressions: Suppressions | None = None,
 ) -> Iterator[Alert]:
     """Alerts of every record in order, each id once; refused records are counted in ``summary``.
 
     Without arguments every detector runs, the regional ones included; an ``inspector`` without a
-    monitor (or no ``assessor``) leaves the regional statistics out.
+    monitor (or no ``assessor``) leaves the regional statistics out. Alerts ``suppressions`` does not
+    allow are left out and counted in ``summary.suppressed``.
     """
     if inspector is None:
         inspector = TpsInspector(Capacity(), monitor=RegionalMonitor())
@@ -75,6 +83,9 @@ def replay(
             if alert.alert_id in seen:
                 continue
             seen.add(alert.alert_id)
+            if suppressions is not None and not suppressions.allows(alert):
+                summary.suppressed[alert.detector] += 1
+                continue
             summary.alerts[alert.detector] += 1
             summary.severities[alert.severity] += 1
             if alert.kode_tps:
@@ -100,6 +111,20 @@ def replay(
 def records_of(paths: Iterable[str | Path]) -> Iterator[Record]:
     for path in paths:
         yield from read_records(path)
+
+
+def read_verdicts(path: str | Path) -> Suppressions:
+    """The suppressions of a JSONL file of verdicts; raises ``ValueError`` naming the first invalid line."""
+    suppressions = Suppressions()
+    with open(path, "rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                suppressions.learn(parse_verdict(line))
+            except InvalidSubmission as exc:
+                raise ValueError(f"{path}:{number}: not a verdict ({exc.code}): {exc.reason}") from None
+    return suppressions
 
 
 def write_alerts(alerts: Iterable[Alert], out: BinaryIO) -> int:
@@ -137,6 +162,9 @@ def print_summary(summary: ReplaySummary, alerts_written: int, stream: TextIO | 
             table.add_row(detector, f"{count:,}")
         console.print(table)
         console.print("By severity: " + ", ".join(f"{s} {summary.severities[s]:,}" for s in ("critical", "warning", "info")))
+    if summary.suppressed:
+        console.print(f"Suppressed as false alarms by desk verdicts: {sum(summary.suppressed.values()):,} "
+                      f"({', '.join(f'{d} {n:,}' for d, n in sorted(summary.suppressed.items()))})")  # fmt: skip
     if summary.rejected:
         console.print("Refused records by reason: " + ", ".join(f"{c} {n:,}" for c, n in sorted(summary.rejected.items())))
         for source, line, reason in summary.rejections:

@@ -25,7 +25,7 @@ from .sirekap import (
     validate_kode_tps,
 )
 from .tally import Region, Tally, normalize
-from .verdict import Decision, Verdict
+from .verdict import Decision, Verdict, parse_verdict, verdict_key
 
 __all__ = [
     "ADMIN_FIELDS",
@@ -48,5 +48,7 @@ __all__ = [
     "Verdict",
     "normalize",
     "parse_envelope",
+    "parse_verdict",
     "validate_kode_tps",
+    "verdict_key",
 ]

@@ -15,7 +15,8 @@ class DeadLetter(BaseModel):
 
     original: str = Field(description="base64 of the original message bytes")
     key: str | None = Field(default=None, description="base64 of the original message key")
-    code: str = Field(description="fixed rejection code (not_json, schema, kode_tps, too_large, error)")
+    code: str = Field(description="fixed rejection code (not_json, schema, kode_tps, too_large, error; "
+                      "verdicts: key, keyed other than by their kab/kota code)")
     reason: str
     topic: str
     partition: int

@@ -2,7 +2,7 @@
 
 
 class InvalidSubmission(ValueError):
-    """A submission that cannot be processed.
+    """A message that cannot be processed (a submission, or a verdict from the desk).
 
     ``code`` is one of a small fixed set (safe as a metric label); ``reason`` says exactly what is wrong.
     """

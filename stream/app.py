@@ -9,10 +9,17 @@ kabupaten/kota) and sends the changed ones to ``pantau.regional``. That topic ha
 worker holding it runs the :class:`~pantau.detectors.assessor.RegionalAssessor`, which sees every
 region, merges provinces, and every ``PANTAU_ASSESS_INTERVAL`` seconds publishes the regional alerts.
 
+A third agent consumes the desk's verdicts from ``pantau.verdicts``, keyed by kabupaten/kota like the
+submissions and co-partitioned with them, into a :class:`~pantau.detectors.suppression.Suppressions`
+table: the inspecting agent does not publish a TPS alert whose id the desk has called a false alarm
+(``pantau_alerts_suppressed_total``). Regional alerts are not suppressed: the assessor publishes them
+from the regional topic's partition and holds no verdicts.
+
 Delivery is at-least-once (the embedded broker has no transactions): a batch's alerts and dead
 letters are acknowledged by the broker *before* its revision states are written to the table and its
-offsets committed. A crash in between reprocesses the batch; alert ids are deterministic, so that
-yields the same alerts again, never a second, distinct one.
+offsets committed (a verdict batch's dead letters likewise before its suppression states). A crash in
+between reprocesses the batch; alert ids are deterministic, so that yields the same alerts again,
+never a second, distinct one; a verdict learned twice changes nothing.
 """
 
 from __future__ import annotations
@@ -31,14 +38,15 @@ import faust
 import mode
 import orjson
 from faust.types import TP
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import RegionalMonitor
 from pantau.detectors.regional import RegionSums
 from pantau.detectors.revision import State
-from pantau.schemas import DeadLetter, InvalidSubmission, normalize, parse_envelope
+from pantau.detectors.suppression import Suppressions
+from pantau.schemas import DeadLetter, InvalidSubmission, normalize, parse_envelope, parse_verdict, verdict_key
 
 from .metrics import Metrics
 from .settings import Settings
@@ -49,6 +57,7 @@ REVISION_TABLE = "revisions"
 REGION_TABLE = "regions"
 ASSESSOR_SUMS_TABLE = "assessor-sums"
 ASSESSOR_EPISODES_TABLE = "assessor-episodes"
+SUPPRESSION_TABLE = "suppressions"
 
 class Worker(faust.Worker):
     """Faust's worker without its terminal spinner.
@@ -177,6 +186,12 @@ class Pipeline:
         self.changelog = ChangelogProducer(settings.bootstrap, settings.changelog_batch_bytes, settings.max_message_bytes)
         app.add_dependency(self.changelog)
         self.inspector = TpsInspector(settings.capacity, states=self.states, monitor=self.monitor)
+        self.verdicts = app.topic(settings.topic_verdicts, key_serializer="raw", value_serializer="raw",
+                                  partitions=settings.partitions)  # fmt: skip
+        self.suppression_table = app.Table(SUPPRESSION_TABLE, default=None, partitions=settings.partitions,
+                                           help="The desk's verdict in force per alert id")  # fmt: skip
+        self.suppression_states = BatchStates(self.suppression_table)
+        self.suppressions = Suppressions(self.suppression_states)
         self.processed_offsets: dict[int, int] = {}
         self.kabkota_partition: dict[str, int] = {}
 
@@ -189,6 +204,7 @@ class Pipeline:
         producer = self.app.producer
         sends = []
         published = []
+        suppressed = []
         processed = 0
         for event in events:
             message = event.message
@@ -199,16 +215,19 @@ class Pipeline:
                 self.kabkota_partition[envelope.kode_tps[:4]] = message.partition
                 inspection = self.inspector.inspect(normalize(envelope))
             except InvalidSubmission as exc:
-                sends.append(await self._dead_letter(message, exc.code, exc.reason))
+                sends.append(await self._dead_letter(message, exc.code, exc.reason, self.metrics.submissions))
                 continue
             except Exception as exc:  # a detector bug must not stop the stream: keep the message, say why
                 log.exception("inspecting %s[%s]@%s failed", message.topic, message.partition, message.offset)
-                sends.append(await self._dead_letter(message, "error", f"{type(exc).__name__}: {exc}"))
+                sends.append(await self._dead_letter(message, "error", f"{type(exc).__name__}: {exc}", self.metrics.submissions))
                 continue
             self.inspector.commit(inspection)
             self.metrics.processing.observe(time.perf_counter() - started)
             processed += 1
             for alert in inspection.alerts:
+                if not self.suppressions.allows(alert):
+                    suppressed.append(alert)
+                    continue
                 value = alert.to_json()
                 sends.append(await producer.send(self.settings.topic_alerts, alert.region.encode(), value, None, None, None))
                 published.append((alert, envelope.received_at))
@@ -222,11 +241,36 @@ class Pipeline:
             self.metrics.alerts.labels(alert.detector, alert.severity).inc()
             if received_at is not None:
                 self.metrics.alert_latency.observe(max((now - received_at).total_seconds(), 0.0))
+        for alert in suppressed:
+            self.metrics.suppressed.labels(alert.detector).inc()
         await self.states.flush(self.changelog)
         await self.region_states.flush(self.changelog)
         for event in events:
             self.processed_offsets[event.message.partition] = event.message.offset
         self.metrics.batch_size.observe(len(events))
+
+    async def learn(self, events: list[faust.EventT]) -> None:
+        """Take a batch of desk verdicts into the suppression table; dead-letter the invalid ones."""
+        sends = []
+        outcomes: dict[str, int] = {"applied": 0, "outdated": 0}
+        for event in events:
+            message = event.message
+            try:
+                verdict = parse_verdict(message.value or b"")
+            except InvalidSubmission as exc:
+                sends.append(await self._dead_letter(message, exc.code, exc.reason, self.metrics.verdicts))
+                continue
+            if message.key != verdict_key(verdict):
+                # On another partition than its TPS's submissions, the worker inspecting that TPS would never see it.
+                reason = f"key {message.key!r} is not the kab/kota code of the verdict's TPS or region, {verdict_key(verdict)!r}"
+                sends.append(await self._dead_letter(message, "key", reason, self.metrics.verdicts))
+                continue
+            self.suppression_states.partition = message.partition
+            outcomes["applied" if self.suppressions.learn(verdict) else "outdated"] += 1
+        await asyncio.gather(*sends)
+        await self.suppression_states.flush(self.changelog)
+        for outcome, count in outcomes.items():
+            self.metrics.verdicts.labels(outcome).inc(count)
 
     def _changed_regions(self) -> dict[str, RegionSums]:
         """The region sums this batch changed, staged on their kabupaten's partition."""
@@ -236,8 +280,8 @@ class Pipeline:
             staged.update(self.monitor.flush_one(key))
         return staged
 
-    async def _dead_letter(self, message: Any, code: str, reason: str) -> Any:
-        """Send the dead letter; returns an awaitable that completes once the broker has it."""
+    async def _dead_letter(self, message: Any, code: str, reason: str, outcomes: Counter) -> Any:
+        """Send the dead letter, counted in ``outcomes``; returns an awaitable that completes once the broker has it."""
         original = message.value or b""
         letter = DeadLetter(
             original=base64.b64encode(original).decode(),
@@ -245,7 +289,7 @@ class Pipeline:
             code=code, reason=reason, topic=message.topic, partition=message.partition, offset=message.offset,
             failed_at=datetime.now(timezone.utc),
         )  # fmt: skip
-        self.metrics.submissions.labels("deadlettered").inc()
+        outcomes.labels("deadlettered").inc()
         self.metrics.deadletters.labels(code).inc()
         value = letter.model_dump_json().encode()
         if len(value) > self.settings.max_message_bytes:
@@ -362,6 +406,11 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
     async def inspect(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             await pipeline.process(list(events))
+
+    @app.agent(pipeline.verdicts, name="pantau.verdicts")
+    async def learn(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            await pipeline.learn(list(events))
 
     assessment = Assessment(app, settings, pipeline)
     app.pantau_assessment = assessment  # type: ignore[attr-defined]

@@ -29,6 +29,14 @@ class Metrics:
         self.alerts = Counter(
             "pantau_alerts", "Alerts published, by detector and severity.", ["detector", "severity"], registry=r
         )
+        self.suppressed = Counter(
+            "pantau_alerts_suppressed", "TPS alerts not published: the desk's verdict in force on their id is a false alarm.",
+            ["detector"], registry=r,
+        )  # fmt: skip
+        self.verdicts = Counter(
+            "pantau_verdicts", "Desk verdicts consumed, by outcome (applied; outdated: it or a later verdict on the alert "
+            "was already in force; deadlettered).", ["outcome"], registry=r,
+        )  # fmt: skip
         self.deadletters = Counter(
             "pantau_deadletters", "Messages dead-lettered, by reason code.", ["reason"], registry=r
         )
@@ -50,3 +58,5 @@ class Metrics:
         )  # fmt: skip
         for outcome in ("processed", "deadlettered"):
             self.submissions.labels(outcome)
+        for outcome in ("applied", "outdated", "deadlettered"):
+            self.verdicts.labels(outcome)

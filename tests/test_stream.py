@@ -7,7 +7,8 @@ child processes.
 * a worker restarted mid-stream restores its revision table from the changelog and publishes no
   alert id twice;
 * ``/health`` and ``/metrics``;
-* ``pantau replay --broker`` publishes keyed, receipt-stamped envelopes.
+* ``pantau replay --broker`` publishes keyed, receipt-stamped envelopes;
+* a desk verdict ``false_alarm`` keeps its alert from being published again.
 
 One broker serves the module; every test uses its own topics, app id (consumer group) and data dir.
 Workers are stopped before the broker (a worker whose broker is gone can hang on SIGTERM).
@@ -39,7 +40,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pantau import demo_data
 from pantau.demo import metric_total, start_worker, stop_worker, wait_healthy
 from pantau.replay import records_of, replay
-from pantau.schemas import Alert, DeadLetter
+from pantau.detectors.suppression import Suppressions
+from pantau.schemas import Alert, DeadLetter, Verdict, verdict_key
 from pantau.sources import read_records
 from pantau.stream.app import ensure_topics
 from pantau.stream.broker import EmbeddedBroker, create_topics, free_port
@@ -629,3 +631,95 @@ def test_regional_alerts_flow_from_the_workers_sums_through_the_assessor(workers
     regional = [a for a in alerts if a["level"] != "tps"]
     assert {a["region"] for a in regional if a["level"] == "kecamatan"} == {"340206", "340210"}
     assert all("not proof of fraud" in a["reason_en"] for a in regional)
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. Desk verdicts: a false alarm is not published again
+
+
+def desk_verdict(alert: dict, decision: str, decided_at: datetime, verdict_id: str) -> Verdict:
+    return Verdict(verdict_id=verdict_id, alert_id=alert["alert_id"], detector=alert["detector"], jenis=alert["jenis"],
+                   kode_tps=alert["kode_tps"], region=alert["region"], decision=decision, note="Foto C.Hasil diperiksa",
+                   decided_by="rina", role="verifier", decided_at=decided_at)  # fmt: skip
+
+
+def test_a_false_alarm_verdict_suppresses_the_same_alert_when_the_form_flips_back(workers: Workers, tmp_path: Path):
+    """The verdicts go to one worker; the flip-flop (A → B → A) that repeats the alert to its restarted
+    successor, which knows the verdict only from the suppression table's changelog."""
+    settings = workers.settings("verdicts")
+    ensure_topics(settings)
+    reader = topic_consumer(settings.bootstrap, settings.topic_submissions)
+    try:  # co-partitioned: the verdicts of a kab/kota land on the partition of its submissions
+        assert reader.partitions_for_topic(settings.topic_verdicts) == reader.partitions_for_topic(settings.topic_submissions)
+    finally:
+        reader.close()
+    kode = "3173011002090"
+    fixed = {**MISREAD_DOC, "chart": {**MISREAD_DOC["chart"], "100027": 10}}
+    first = write_jsonl(tmp_path / "first.jsonl", [envelope(kode, MISREAD_DOC)])
+    later = write_jsonl(tmp_path / "later.jsonl", [envelope(kode, fixed), envelope(kode, MISREAD_DOC)])  # A → B → A
+
+    worker = workers.start(settings)
+    alerts_reader = TopicReader(settings.bootstrap, settings.topic_alerts)
+    letters_reader = TopicReader(settings.bootstrap, settings.topic_deadletter)
+    try:
+        publish(read_records(first), settings.bootstrap, settings.topic_submissions)
+        first_alerts = alert_messages(alerts_reader.until(lambda m: len(m) >= 3, "the misread form's alerts", workers))
+        by_detector = {a["detector"]: a for a in first_alerts}
+        assert set(by_detector) == {"form.sum_valid", "form.capacity", "ocr.misread"}
+        target, other = by_detector["form.sum_valid"], by_detector["ocr.misread"]
+
+        now = datetime.now(timezone.utc)
+        false_alarm = desk_verdict(target, "false_alarm", now, "v-2")
+        late_confirm = desk_verdict(target, "confirmed", now - timedelta(minutes=5), "v-1")  # older, arriving late
+        mis_keyed = desk_verdict(other, "false_alarm", now, "v-3")
+        producer = raw_producer(settings.bootstrap)
+        try:
+            for verdict in (false_alarm, late_confirm):
+                producer.send(settings.topic_verdicts, key=verdict_key(verdict), value=verdict.model_dump_json().encode())
+            producer.send(settings.topic_verdicts, key=b"3174", value=mis_keyed.model_dump_json().encode())
+            producer.send(settings.topic_verdicts, key=b"3173", value=b"{not a verdict")
+            producer.flush()
+        finally:
+            producer.close()
+        wait_for(lambda: (metric_total(settings.web_port, "pantau_verdicts_total") or 0) >= 4, "4 verdicts on /metrics", workers)
+        letters = letters_reader.until(lambda m: len(m) >= 2, "the invalid verdicts' dead letters", workers)
+        first_samples = metrics_samples(settings.web_port)
+        assert workers.stop(worker) == 0, workers.log_tail()
+
+        restarted = dataclasses.replace(settings, web_port=free_port())
+        workers.start(restarted)
+        publish(read_records(later), settings.bootstrap, settings.topic_submissions)
+        wait_processed(restarted, 2, workers)
+        messages = alerts_reader.until(lambda m: any(orjson.loads(x.value)["detector"] == "revision.flipflop" for x in m),
+                                       "the flip-flop's alerts", workers)  # fmt: skip
+    finally:
+        alerts_reader.close()
+        letters_reader.close()
+
+    ids = Counter(a["alert_id"] for a in alert_messages(messages))
+    assert ids[target["alert_id"]] == 1  # published before the verdict, never after
+    assert ids[other["alert_id"]] == 2  # the same form's other finding still flows (the mis-keyed verdict is not applied)
+    detectors = {a["detector"] for a in alert_messages(messages)[3:]}
+    assert detectors == {"revision.resolved", "revision.flipflop", "revision.changed", "form.capacity", "ocr.misread"}
+    # The offline audit with the same verdicts: the same alerts but the suppressed one.
+    suppressions = Suppressions()
+    for verdict in (false_alarm, late_confirm):
+        suppressions.learn(verdict)
+    assert set(ids) - {target["alert_id"]} == {a.alert_id for a in replay(records_of([first, later]), suppressions=suppressions)}
+
+    codes = {DeadLetter.model_validate_json(m.value).code: DeadLetter.model_validate_json(m.value) for m in letters}
+    assert set(codes) == {"key", "not_json"} and len(letters) == 2
+    assert all(letter.topic == settings.topic_verdicts for letter in codes.values())
+    assert "3173" in codes["key"].reason and codes["key"].original_bytes() == mis_keyed.model_dump_json().encode()
+
+    def outcomes(samples: dict) -> dict[str, float]:
+        return {dict(labels)["outcome"]: value for labels, value in by_name(samples, "pantau_verdicts_total").items()}
+
+    assert outcomes(first_samples) == {"applied": 1, "outdated": 1, "deadlettered": 2}
+    assert by_name(first_samples, "pantau_deadletters_total") == {(("reason", "key"),): 1.0, (("reason", "not_json"),): 1.0}
+    assert by_name(first_samples, "pantau_submissions_total")[(("outcome", "deadlettered"),)] == 0
+    samples = metrics_samples(restarted.web_port)
+    assert by_name(samples, "pantau_alerts_suppressed_total") == {(("detector", "form.sum_valid"),): 1.0}
+    # The restarted worker consumed no verdict again: it suppressed from the table it recovered.
+    assert outcomes(samples) == {"applied": 0, "outdated": 0, "deadlettered": 0}
+    assert by_name(samples, "pantau_submissions_total")[(("outcome", "processed"),)] == 2
