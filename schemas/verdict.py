@@ -38,6 +38,9 @@ class Verdict(BaseModel):
     decided_by: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
     role: Literal["verifier", "supervisor"]
     decided_at: datetime
+    audit_seq: int | None = Field(default=None, ge=1, description="the desk's audit-log entry that recorded the decision")
+    audit_hash: str | None = Field(default=None, pattern="^[0-9a-f]{64}$",
+                                   description="that entry's chain hash: a published anchor `pantau desk verify-audit --head` checks")
 
     @model_validator(mode="after")
     def _corrections(self) -> Verdict:

@@ -239,7 +239,7 @@ class Pipeline:
         now = datetime.now(timezone.utc)
         for alert, received_at in published:
             self.metrics.alerts.labels(alert.detector, alert.severity).inc()
-            if received_at is not None:
+            if received_at is not None and received_at.utcoffset() is not None:  # no offset: no comparable time
                 self.metrics.alert_latency.observe(max((now - received_at).total_seconds(), 0.0))
         for alert in suppressed:
             self.metrics.suppressed.labels(alert.detector).inc()
