@@ -23,6 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PANTAU_DESK_PORT", "8000")))
     serve.add_argument("--broker", default=os.environ.get("PANTAU_BROKER"), help="consume alerts/submissions and publish verdicts here")
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics server (0.0.0.0 in a container)")
     serve.add_argument("--secure-cookies", action="store_true", default=os.environ.get("PANTAU_DESK_SECURE_COOKIES") == "1",
                        help="mark cookies Secure (behind HTTPS)")  # fmt: skip
     user = cmds.add_parser("create-user", help="add an account (password read from the terminal, or stdin with --password-stdin)")
@@ -67,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     sessions = connect(args.db)
-    with desk_feed(sessions, args.broker), metrics_server(sessions, args.metrics_port):
+    with desk_feed(sessions, args.broker), metrics_server(sessions, args.metrics_port, args.metrics_host):
         from .web import create_app
 
         print(f"pantau desk on http://{args.host}:{args.port}/ (database {args.db})", file=sys.stderr)
@@ -89,7 +90,8 @@ def desk_feed(sessions, broker: str | None, settings=None) -> Iterator[None]:  #
     from .feed import Feed
 
     settings = settings or Settings.from_env()
-    feed = Feed(sessions, broker, settings.topic_alerts, settings.topic_submissions, settings.topic_verdicts)
+    feed = Feed(sessions, broker, settings.topic_alerts, settings.topic_submissions, settings.topic_verdicts,
+                security=settings.kafka_options())
     thread = threading.Thread(target=feed.run, name="desk-feed", daemon=True)
     thread.start()
     try:
@@ -101,14 +103,14 @@ def desk_feed(sessions, broker: str | None, settings=None) -> Iterator[None]:  #
 
 
 @contextmanager
-def metrics_server(sessions, port: int | None) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def metrics_server(sessions, port: int | None, host: str = "127.0.0.1") -> Iterator[None]:  # type: ignore[no-untyped-def]
     from .metrics import DESK
 
     DESK.watch(sessions)
     if port:
         from prometheus_client import start_http_server
 
-        start_http_server(port, addr="127.0.0.1", registry=DESK.registry)
+        start_http_server(port, addr=host, registry=DESK.registry)
     yield
 
 

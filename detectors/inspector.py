@@ -28,6 +28,7 @@ class Inspection:
     tally: Tally
     previous: Profile | None  # the regional profile of the previous version, to withdraw
     profile: Profile | None
+    first: bool = False  # the first submission of this TPS and ballot type
 
 
 class TpsInspector:
@@ -70,7 +71,7 @@ class TpsInspector:
                     previous = profile(old, check_form(old, self.capacity))
             if new != previous:
                 alerts += self.monitor.score(tally, new)
-        return Inspection(alerts, key, state, tally, previous, new)
+        return Inspection(alerts, key, state, tally, previous, new, first=previous_state is None)
 
     def _find(self, tally: Tally):
         return find(tally, self.capacity)

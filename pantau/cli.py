@@ -93,7 +93,7 @@ def cmd_replay_broker(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**({"broker": args.broker} if args.broker else {}))
     topic = args.topic or settings.topic_submissions
     records = _progress(records_of(args.inputs), f"publishing to {topic}")
-    summary = publish(records, settings.bootstrap, topic, rate=args.rate)
+    summary = publish(records, settings.bootstrap, topic, rate=args.rate, security=settings.kafka_options())
     Console(stderr=True).print(
         f"published {summary.published:,} messages to {topic} in {summary.seconds:.1f} s "
         f"({summary.published / max(summary.seconds, 1e-9):,.0f}/s); {summary.invalid:,} of them failed validation "
@@ -132,7 +132,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(**({"broker": args.broker} if args.broker else {}))
     console = Console(highlight=False)
-    consumer = topic_consumer(settings.bootstrap, args.topic or settings.topic_alerts, from_beginning=not args.new)
+    consumer = topic_consumer(settings.bootstrap, args.topic or settings.topic_alerts, from_beginning=not args.new,
+                              security=settings.kafka_options())
     try:
         while True:
             for message in consumer:

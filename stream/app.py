@@ -48,7 +48,7 @@ from pantau.detectors.revision import State
 from pantau.detectors.suppression import Suppressions
 from pantau.schemas import DeadLetter, InvalidSubmission, normalize, parse_envelope, parse_verdict, verdict_key
 
-from .metrics import Metrics
+from .metrics import Metrics, expected_tps
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,11 @@ class ChangelogProducer(mode.Service):
     ``PANTAU_CHANGELOG_BATCH_BYTES``.
     """
 
-    def __init__(self, bootstrap: str, max_batch_bytes: int, max_request_bytes: int, **kwargs: Any):
+    def __init__(self, bootstrap: str, max_batch_bytes: int, max_request_bytes: int, security: dict[str, Any] | None = None,
+                 **kwargs: Any):  # fmt: skip
         super().__init__(**kwargs)
         self.options = {"bootstrap_servers": bootstrap.split(","), "max_batch_size": max_batch_bytes,
-                        "max_request_size": max_request_bytes, "acks": "all", "linger_ms": 0}  # fmt: skip
+                        "max_request_size": max_request_bytes, "acks": "all", "linger_ms": 0, **(security or {})}  # fmt: skip
         self.producer: Any = None
 
     async def on_start(self) -> None:
@@ -173,7 +174,7 @@ class Pipeline:
     def __init__(self, app: faust.App, settings: Settings):
         self.app = app
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(expected=expected_tps(settings.tps_expected_file or None))
         self.submissions = app.topic(settings.topic_submissions, key_serializer="raw", value_serializer="raw",
                                      partitions=settings.partitions)  # fmt: skip
         self.table = app.Table(REVISION_TABLE, default=None, partitions=settings.partitions,
@@ -183,7 +184,8 @@ class Pipeline:
                                       help="Region sums and peer histograms per kecamatan/kabkota:jenis")  # fmt: skip
         self.region_states = BatchStates(self.region_table)
         self.monitor = RegionalMonitor(self.region_states, far=settings.peer_far)
-        self.changelog = ChangelogProducer(settings.bootstrap, settings.changelog_batch_bytes, settings.max_message_bytes)
+        self.changelog = ChangelogProducer(settings.bootstrap, settings.changelog_batch_bytes, settings.max_message_bytes,
+                                           security=settings.aiokafka_options())  # fmt: skip
         app.add_dependency(self.changelog)
         self.inspector = TpsInspector(settings.capacity, states=self.states, monitor=self.monitor)
         self.verdicts = app.topic(settings.topic_verdicts, key_serializer="raw", value_serializer="raw",
@@ -223,6 +225,8 @@ class Pipeline:
                 continue
             self.inspector.commit(inspection)
             self.metrics.processing.observe(time.perf_counter() - started)
+            if inspection.first:
+                self.metrics.tps_first_seen.labels(envelope.kode_tps[:2], envelope.jenis).inc()
             processed += 1
             for alert in inspection.alerts:
                 if not self.suppressions.allows(alert):
@@ -238,7 +242,7 @@ class Pipeline:
         await asyncio.gather(*sends)  # a failed alert send raises: the batch is not committed, it is redone
         now = datetime.now(timezone.utc)
         for alert, received_at in published:
-            self.metrics.alerts.labels(alert.detector, alert.severity).inc()
+            self.metrics.alerts.labels(alert.detector, alert.severity, alert.region[:2]).inc()
             if received_at is not None and received_at.utcoffset() is not None:  # no offset: no comparable time
                 self.metrics.alert_latency.observe(max((now - received_at).total_seconds(), 0.0))
         for alert in suppressed:
@@ -364,7 +368,7 @@ class Assessment:
         sends = [await producer.send(self.settings.topic_alerts, a.region.encode(), a.to_json(), None, None, None) for a in alerts]
         await asyncio.gather(*sends)
         for alert in alerts:
-            self.pipeline.metrics.alerts.labels(alert.detector, alert.severity).inc()
+            self.pipeline.metrics.alerts.labels(alert.detector, alert.severity, alert.region[:2]).inc()
         await self.episodes.flush(self.pipeline.changelog)
 
 
@@ -373,7 +377,7 @@ def ensure_topics(settings: Settings) -> list[str]:
     from .broker import create_topics
 
     return create_topics(settings.bootstrap, settings.topics, replication_factor=settings.replication,
-                         configs=settings.topic_configs)  # fmt: skip
+                         configs=settings.topic_configs, security=settings.kafka_options())  # fmt: skip
 
 
 def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.App:
@@ -395,6 +399,7 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
         "consumer_auto_offset_reset": "earliest",
         "autodiscover": False,
         "Worker": Worker,
+        **({"broker_credentials": settings.faust_credentials()} if settings.security_protocol != "PLAINTEXT" else {}),
         **faust_options,
     }
     use_fetch_max_wait(settings.fetch_max_wait_ms)

@@ -266,8 +266,8 @@ def _tcp_open(host: str, port: int, timeout: float) -> bool:
 # --------------------------------------------------------------------------
 
 
-def _admin(bootstrap: str, timeout: float, client_id: str = "pantau-admin") -> Any:
-    """Build a kafka-python ``KafkaAdminClient`` (works with 2.0.x and 3.x)."""
+def _admin(bootstrap: str, timeout: float, client_id: str = "pantau-admin", security: Mapping[str, Any] | None = None) -> Any:
+    """Build a kafka-python ``KafkaAdminClient`` (works with 2.0.x and 3.x); ``security``: TLS/SASL options."""
     from kafka.admin import KafkaAdminClient
 
     ms = max(1000, int(timeout * 1000))
@@ -280,7 +280,7 @@ def _admin(bootstrap: str, timeout: float, client_id: str = "pantau-admin") -> A
     }
     # Unknown keys are an error in kafka-python 2.x: pass only supported ones.
     known = getattr(KafkaAdminClient, "DEFAULT_CONFIG", wanted)
-    return KafkaAdminClient(**{k: v for k, v in wanted.items() if k in known})
+    return KafkaAdminClient(**{k: v for k, v in wanted.items() if k in known}, **(security or {}))
 
 
 def _probe_cluster_id(bootstrap: str, timeout: float) -> str | None:
@@ -304,6 +304,7 @@ def create_topics(
     replication_factor: int = 1,
     configs: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the topics in *topics* (``{name: partitions}``) that do not exist.
 
@@ -314,7 +315,7 @@ def create_topics(
     Tansu auto-creates topics with 4 partitions on first use, so call this
     before any producer/consumer touches a topic whose partition count
     matters.  *configs* (e.g. ``{"retention.ms": "60000"}``) are applied to
-    every topic created here.
+    every topic created here; *security* holds kafka-python TLS/SASL options.
     """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -323,7 +324,7 @@ def create_topics(
         if int(partitions) < 1:
             raise ValueError(f"topic {name!r}: partitions must be >= 1, got {partitions!r}")
 
-    admin = _admin(bootstrap, timeout)
+    admin = _admin(bootstrap, timeout, security=security)
     try:
         existing = set(admin.list_topics())
         created: list[str] = []

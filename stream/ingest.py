@@ -49,11 +49,15 @@ def publish(
     topic: str,
     rate: float | None = None,
     on_progress: Callable[[int], None] | None = None,
+    security: dict[str, Any] | None = None,
 ) -> PublishSummary:
-    """Publish every record to ``topic``, at most ``rate`` per second; wait until all are acknowledged."""
+    """Publish every record to ``topic``, at most ``rate`` per second; wait until all are acknowledged.
+
+    ``security``: kafka-python TLS/SASL options (:meth:`~pantau.stream.settings.Settings.kafka_options`).
+    """
     summary = PublishSummary()
     started = time.perf_counter()
-    kafka = producer(bootstrap)
+    kafka = producer(bootstrap, **(security or {}))
     try:
         for n, record in enumerate(records, 1):
             if rate:
@@ -76,7 +80,8 @@ def publish(
     return summary
 
 
-def topic_consumer(bootstrap: str, topic: str, *, from_beginning: bool = True, poll_timeout: float = 1.0):
+def topic_consumer(bootstrap: str, topic: str, *, from_beginning: bool = True, poll_timeout: float = 1.0,
+                   security: dict[str, Any] | None = None):  # fmt: skip
     """A kafka-python consumer of ``topic`` (no group, no commits); iterating it stops after
     ``poll_timeout`` seconds without a message, and may be iterated again to go on."""
     from kafka import KafkaConsumer
@@ -84,4 +89,5 @@ def topic_consumer(bootstrap: str, topic: str, *, from_beginning: bool = True, p
     return KafkaConsumer(
         topic, bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest", consumer_timeout_ms=int(poll_timeout * 1000),
+        **(security or {}),
     )  # fmt: skip

@@ -6,6 +6,10 @@ detector names, severities, rejection codes, partition numbers; never TPS codes)
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 # ``*_created`` series double the exposition for no use on a dashboard.
@@ -16,10 +20,16 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
+def expected_tps(path: str | Path | None = None) -> dict[str, int]:
+    """TPS per province: ``path`` (JSON ``{"tps": {"PP": count}}``) or the shipped 2024 table."""
+    raw = Path(path).read_bytes() if path else resources.files("pantau").joinpath("data/tps_expected.json").read_bytes()
+    return {str(k): int(v) for k, v in json.loads(raw)["tps"].items()}
+
+
 class Metrics:
     """One registry per worker app, so tests can run several apps in one process."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, expected: dict[str, int] | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.submissions = Counter(
@@ -27,8 +37,9 @@ class Metrics:
             ["outcome"], registry=r,
         )  # fmt: skip
         self.alerts = Counter(
-            "pantau_alerts", "Alerts published, by detector and severity.", ["detector", "severity"], registry=r
-        )
+            "pantau_alerts", "Alerts published, by detector, severity and province (2-digit code).",
+            ["detector", "severity", "provinsi"], registry=r,
+        )  # fmt: skip
         self.suppressed = Counter(
             "pantau_alerts_suppressed", "TPS alerts not published: the desk's verdict in force on their id is a false alarm.",
             ["detector"], registry=r,
@@ -56,6 +67,16 @@ class Metrics:
             "pantau_consumer_lag_messages", "Messages on the submissions topic not yet processed, by partition.",
             ["partition"], registry=r,
         )  # fmt: skip
+        self.tps_first_seen = Counter(
+            "pantau_tps_first_seen", "TPS and ballot types seen for the first time, by province and ballot type "
+            "(a worker restart resets it; use increase() over the night).", ["provinsi", "jenis"], registry=r,
+        )  # fmt: skip
+        self.tps_expected = Gauge(
+            "pantau_tps_expected", "Polling stations (TPS) each province has, from KPU's registry (coverage = seen / expected).",
+            ["provinsi"], registry=r,
+        )  # fmt: skip
+        for provinsi, count in (expected if expected is not None else expected_tps()).items():
+            self.tps_expected.labels(provinsi).set(count)
         for outcome in ("processed", "deadlettered"):
             self.submissions.labels(outcome)
         for outcome in ("applied", "outdated", "deadlettered"):

@@ -30,6 +30,12 @@ variable                           meaning                                      
                                    its original, base64); the topics are created to accept it
 ``PANTAU_CAPACITY_DOMESTIC``       largest plausible count at a domestic TPS                     ``500``
 ``PANTAU_CAPACITY_OVERSEAS``       largest plausible count at an overseas unit (province 99)    ``10000``
+``PANTAU_SECURITY_PROTOCOL``       ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``           ``PLAINTEXT``
+``PANTAU_SASL_MECHANISM``          ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``                    ``PLAIN``
+``PANTAU_SASL_USERNAME`` / ``_PASSWORD``  SASL credentials (required with a SASL protocol)
+``PANTAU_SSL_CAFILE``              CA bundle that signed the brokers' certificates (default: system)
+``PANTAU_SSL_CERTFILE`` / ``_KEYFILE``  client certificate and key (mutual TLS)
+``PANTAU_TPS_EXPECTED_FILE``       JSON ``{"tps": {"PP": count}}`` of TPS per province (default: 2024's)
 =================================  ===========================================================  ====================
 
 The embedded Tansu broker reports a wrong end offset after a produce batch of several records, which
@@ -40,10 +46,15 @@ makes Faust's table recovery stop early; ``pantau demo`` and the tests therefore
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from pantau.detectors.form import Capacity
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,14 @@ class Settings:
     fetch_max_wait_ms: int = 500
     capacity_domestic: int = 500
     capacity_overseas: int = 10_000
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    tps_expected_file: str = ""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -97,7 +116,64 @@ class Settings:
             raise ValueError("PANTAU_FDR and PANTAU_PEER_FAR must lie in (0, 1), PANTAU_ASSESS_INTERVAL above 0")
         if not 1 <= settings.web_port <= 65535:
             raise ValueError(f"PANTAU_WEB_PORT={settings.web_port} is not a TCP port (1-65535)")
+        settings.check_security()
         return settings
+
+    def check_security(self) -> None:
+        """Refuse a Kafka security configuration that cannot work, before any connection is tried."""
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"PANTAU_SECURITY_PROTOCOL={self.security_protocol!r}: one of {', '.join(SECURITY_PROTOCOLS)}")
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ValueError(f"PANTAU_SASL_MECHANISM={self.sasl_mechanism!r}: one of {', '.join(SASL_MECHANISMS)}")
+            if not (self.sasl_username and self.sasl_password):
+                raise ValueError(f"{self.security_protocol} needs PANTAU_SASL_USERNAME and PANTAU_SASL_PASSWORD")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("PANTAU_SSL_KEYFILE needs PANTAU_SSL_CERTFILE")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "tps_expected_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"PANTAU_{name.upper()}={path!r}: no such file")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS context for the SSL protocols (server certificates verified, hostnames checked)."""
+        if not self.security_protocol.endswith("SSL"):
+            return None
+        context = ssl.create_default_context(cafile=self.ssl_cafile or None)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile or None)
+        return context
+
+    def faust_credentials(self) -> Any:
+        """Faust's ``broker_credentials`` (None for PLAINTEXT)."""
+        import faust
+
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        if self.security_protocol == "SSL":
+            return faust.SSLCredentials(self.ssl_context())
+        return faust.SASLCredentials(username=self.sasl_username, password=self.sasl_password,
+                                     ssl_context=self.ssl_context(), mechanism=self.sasl_mechanism)  # fmt: skip
+
+    def aiokafka_options(self) -> dict[str, Any]:
+        """Security options for aiokafka clients (the changelog producer)."""
+        return self._security_options(ssl_context=self.ssl_context())
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Security options for kafka-python clients (publisher, admin, the desk's feed)."""
+        files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile}
+        return self._security_options(**{k: v for k, v in files.items() if v and self.security_protocol.endswith("SSL")})
+
+    def _security_options(self, **tls: Any) -> dict[str, Any]:
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.endswith("SSL"):
+            options.update({k: v for k, v in tls.items() if v is not None})
+        if self.security_protocol.startswith("SASL"):
+            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self.sasl_password)  # fmt: skip
+        return options
 
     @property
     def broker_url(self) -> str:

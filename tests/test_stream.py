@@ -536,8 +536,11 @@ def test_health_and_metrics_endpoints(workers: Workers):
 
     assert by_name(samples, "pantau_submissions_total")[(("outcome", "processed"),)] == 2
     alerts_total = by_name(samples, "pantau_alerts_total")
-    assert Counter({tuple(sorted({"detector": a.detector, "severity": a.severity}.items())): 1 for a in expected}) \
-        == Counter({k: int(v) for k, v in alerts_total.items()})  # fmt: skip
+    assert Counter({tuple(sorted({"detector": a.detector, "severity": a.severity, "provinsi": a.region[:2]}.items())): 1
+                    for a in expected}) == Counter({k: int(v) for k, v in alerts_total.items()})  # fmt: skip
+    first_seen = by_name(samples, "pantau_tps_first_seen_total")
+    assert first_seen == {(("jenis", "ppwp"), ("provinsi", "31")): 2}
+    assert by_name(samples, "pantau_tps_expected")[(("provinsi", "31"),)] == 30_766
     buckets = by_name(samples, "pantau_alert_latency_seconds_bucket")
     assert buckets[(("le", "+Inf"),)] == len(expected)
     assert buckets[(("le", "60.0"),)] == len(expected)  # receipt to alert well within a minute

@@ -144,7 +144,7 @@ def _publish(args: argparse.Namespace, options: dict, console) -> int:
 
     settings = Settings.from_env(broker=args.broker)
     topic = args.topic or settings.topic_submissions
-    result = publish(records(), settings.bootstrap, topic, rate=args.rate)
+    result = publish(records(), settings.bootstrap, topic, rate=args.rate, security=settings.kafka_options())
     console.print(f"published {result.published:,} envelopes to {topic} in {result.seconds:.1f} s; truth: {truth}")
     return 0
 
