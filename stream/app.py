@@ -309,14 +309,20 @@ class Pipeline:
 
     def update_lag(self) -> None:
         consumer = self.app.consumer
+        owned = set()
         for tp in consumer.assignment():
             if tp.topic != self.settings.topic_submissions:
                 continue
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
+            owned.add(str(tp.partition))
             done = self.processed_offsets.get(tp.partition, -1) + 1
             self.metrics.consumer_lag.labels(str(tp.partition)).set(max(highwater - done, 0))
+        # a partition handed to another worker in a rebalance is that worker's to report: a frozen value here would double it
+        for (partition,) in list(self.metrics.consumer_lag._metrics):
+            if partition not in owned:
+                self.metrics.consumer_lag.remove(partition)
 
 
 class Assessment:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from pantau.schemas import JENIS
+
 # ``*_created`` series double the exposition for no use on a dashboard.
 disable_created_metrics()
 
@@ -77,6 +79,8 @@ class Metrics:
         )  # fmt: skip
         for provinsi, count in (expected if expected is not None else expected_tps()).items():
             self.tps_expected.labels(provinsi).set(count)
+            for jenis in JENIS:  # from zero, so increase() counts the first TPS of a province too
+                self.tps_first_seen.labels(provinsi, jenis)
         for outcome in ("processed", "deadlettered"):
             self.submissions.labels(outcome)
         for outcome in ("applied", "outdated", "deadlettered"):

@@ -539,7 +539,8 @@ def test_health_and_metrics_endpoints(workers: Workers):
     assert Counter({tuple(sorted({"detector": a.detector, "severity": a.severity, "provinsi": a.region[:2]}.items())): 1
                     for a in expected}) == Counter({k: int(v) for k, v in alerts_total.items()})  # fmt: skip
     first_seen = by_name(samples, "pantau_tps_first_seen_total")
-    assert first_seen == {(("jenis", "ppwp"), ("provinsi", "31")): 2}
+    assert {labels: n for labels, n in first_seen.items() if n} == {(("jenis", "ppwp"), ("provinsi", "31")): 2}
+    assert first_seen[(("jenis", "pdpr"), ("provinsi", "34"))] == 0  # every series from zero, for increase()
     assert by_name(samples, "pantau_tps_expected")[(("provinsi", "31"),)] == 30_766
     buckets = by_name(samples, "pantau_alert_latency_seconds_bucket")
     assert buckets[(("le", "+Inf"),)] == len(expected)
