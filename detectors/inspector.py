@@ -15,7 +15,7 @@ from .findings import find
 from .form import Capacity, check_form
 from .monitor import RegionalMonitor
 from .regional import Profile, profile
-from .revision import State, revise, state_key, unpack
+from .revision import CompactStates, State, revise, state_key, unpack
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +34,8 @@ class Inspection:
 class TpsInspector:
     """Runs every TPS-level detector on a tally.
 
-    ``states`` holds the revision state per ``kode_tps:jenis``: a dict offline, a Faust table in the
-    stream. :meth:`inspect` does not write it; :meth:`commit` does, after the caller has published.
+    ``states`` holds the revision state per ``kode_tps:jenis`` (compactly, :class:`~.revision.CompactStates`):
+    a dict offline, a Faust table in the stream. :meth:`inspect` does not write it; :meth:`commit` does, after the caller has published.
 
     >>> from pantau.schemas import parse_envelope, normalize
     >>> inspector = TpsInspector()
@@ -51,7 +51,7 @@ class TpsInspector:
     def __init__(self, capacity: Capacity = Capacity(), states: MutableMapping[str, State] | None = None,
                  monitor: RegionalMonitor | None = None):  # fmt: skip
         self.capacity = capacity
-        self.states: MutableMapping[str, State] = {} if states is None else states
+        self.states: MutableMapping[str, State] = CompactStates({} if states is None else states)
         self.monitor = monitor
 
     def inspect(self, tally: Tally) -> Inspection:

@@ -26,10 +26,13 @@ stored: they are recomputed from the previous counts, which gives the very same 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from pantau.schemas import Alert, Tally
 
@@ -74,6 +77,64 @@ def _lengthen(path: str) -> str:
         if path.startswith(short):
             return long + path[len(short) :]
     return path
+
+
+class CompactStates(MutableMapping[str, State]):
+    """Revision states stored compactly: the field names once per form layout, the values per TPS.
+
+    A TPS's state holds its counts keyed by document path (``"k.5.1234567": 3``); a DPRD kab/kota
+    ballot carries some 250 such paths, and every TPS of an electoral district the same ones. Stored
+    as ``{"l": layout id, "n": [values in layout order], ...}`` with the layout's paths kept once
+    under ``layout:ID`` in the same mapping, a state shrinks several times (bench/bench_state.py),
+    and the mapping still recovers from one changelog: a layout is written beside every state that
+    first needs it on a partition. Reading returns the state exactly as :func:`revise` made it.
+
+    >>> store = {}
+    >>> states = CompactStates(store)
+    >>> states["3173011002090:ppwp"] = {"c": {"c.100025": 105, "a.suara_sah": 233}, "h": {}, "v": 1}
+    >>> states["3173011002090:ppwp"]
+    {'c': {'a.suara_sah': 233, 'c.100025': 105}, 'h': {}, 'v': 1}
+    >>> sorted(store)
+    ['3173011002090:ppwp', 'layout:ef9477b3892f54fd']
+    >>> store["3173011002090:ppwp"]
+    {'l': 'ef9477b3892f54fd', 'n': [233, 105], 'h': {}, 'v': 1}
+    """
+
+    def __init__(self, store: MutableMapping[str, Any]):
+        self.store = store
+        self.layouts: dict[str, list[str]] = {}
+
+    def __getitem__(self, key: str) -> State:
+        stored = self.store[key]
+        if "c" in stored:  # written before states were compact
+            return stored
+        paths = self.layouts.get(stored["l"])
+        if paths is None:
+            paths = self.layouts[stored["l"]] = self.store[f"layout:{stored['l']}"]
+        return {"c": dict(zip(paths, stored["n"])), "h": stored["h"], "v": stored["v"]}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key: str, state: State) -> None:
+        paths = sorted(state["c"])
+        layout = hashlib.blake2b(orjson.dumps(paths), digest_size=8).hexdigest()
+        if self.store.get(f"layout:{layout}") is None:
+            self.store[f"layout:{layout}"] = paths
+        self.layouts[layout] = paths
+        self.store[key] = {"l": layout, "n": [state["c"][p] for p in paths], "h": state["h"], "v": state["v"]}
+
+    def __delitem__(self, key: str) -> None:
+        del self.store[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self.store if not k.startswith("layout:"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def state_key(tally: Tally) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import csv
 import gzip
+import random
 from typing import Any
 
 import orjson
@@ -23,7 +24,9 @@ from hypothesis import strategies as st
 
 from pantau.detectors.findings import find
 from pantau.detectors.inspector import TpsInspector
-from pantau.detectors.revision import HISTORY, HISTORY_FIELDS, SWING_CRITICAL, SWING_WARNING, pack, revise, state_key, unpack
+from pantau.detectors.revision import (
+    HISTORY, HISTORY_FIELDS, SWING_CRITICAL, SWING_WARNING, CompactStates, pack, revise, state_key, unpack,
+)
 from pantau.schemas import ADMIN_FIELDS, Alert, normalize, parse_envelope
 from tests.conftest import CONSISTENT_DOC, MISREAD_DOC, shared_file, tally_of
 
@@ -58,7 +61,8 @@ def feed(inspector: TpsInspector, *docs: dict, kode: str = KODE, jenis: str = "p
 
 
 def state_bytes(inspector: TpsInspector, kode: str = KODE, jenis: str = "ppwp") -> int:
-    return len(orjson.dumps(inspector.states[f"{kode}:{jenis}"]))
+    """What the table stores for the TPS (its form layout is shared with every TPS of the same layout)."""
+    return len(orjson.dumps(inspector.states.store[f"{kode}:{jenis}"]))
 
 
 def recording(calls: list) -> Any:
@@ -699,3 +703,38 @@ def test_revision_alert_exactly_when_a_counted_number_changed(charts, sah):
         else:
             assert kinds == [] and not any(a.detector == "revision.flipflop" for a in alerts)
         previous = tally.counts
+
+
+# --------------------------------------------------------------------------------------------------
+# Compact storage of the states
+
+
+@given(st.dictionaries(st.from_regex(r"[ack]\.[0-9]{1,3}(\.[0-9]{1,7})?", fullmatch=True), st.integers(0, 10**9),
+                       max_size=300),
+       st.dictionaries(st.from_regex(r"c\.[0-9]{1,3}", fullmatch=True), st.lists(st.integers(0, 999), max_size=3), max_size=5),
+       st.integers(1, 50))  # fmt: skip
+def test_compact_states_give_back_exactly_what_was_stored(counts, history, version):
+    states = CompactStates({})
+    state = {"c": counts, "h": history, "v": version}
+    states["3404010001001:pdprdk"] = state
+    assert states["3404010001001:pdprdk"] == state
+    assert CompactStates(states.store)["3404010001001:pdprdk"] == state  # a new worker, from the store alone
+
+
+def test_a_dprd_state_is_stored_in_under_a_kib_and_its_layout_once():
+    rng = random.Random(5)
+    paths = [f"k.{party}.{party * 10_000 + n}" for party in range(1, 19) for n in range(12)]
+    paths += [f"c.{party}.jml_suara_total" for party in range(1, 19)] + [f"c.{party}.jml_suara_partai" for party in range(1, 19)]
+    paths += [f"a.{name}" for name in ("pemilih_dpt_j", "pemilih_dpt_l", "pemilih_dpt_p", "suara_sah", "suara_total")]
+    store: dict = {}
+    states = CompactStates(store)
+    for tps in range(1, 21):
+        states[f"34040100010{tps:02d}:pdprdk"] = {"c": {p: rng.randint(0, 40) for p in paths}, "h": {}, "v": 1}
+    assert len(paths) == 257 and sum(k.startswith("layout:") for k in store) == 1
+    assert max(len(orjson.dumps(v)) for k, v in store.items() if not k.startswith("layout:")) <= MAX_STATE_BYTES
+    assert len(orjson.dumps({"c": states["3404010001001:pdprdk"]["c"]})) > 3 * MAX_STATE_BYTES  # what it was
+
+
+def test_states_written_before_they_were_compact_are_still_read():
+    old = {"c": {"c.100025": 105}, "h": {}, "v": 3}
+    assert CompactStates({"3173011002090:ppwp": old})["3173011002090:ppwp"] == old
