@@ -404,6 +404,7 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
         "topic_partitions": settings.partitions,
         "consumer_auto_offset_reset": "earliest",
         "autodiscover": False,
+        "table_standby_replicas": settings.standby_replicas,
         "Worker": Worker,
         **({"broker_credentials": settings.faust_credentials()} if settings.security_protocol != "PLAINTEXT" else {}),
         **faust_options,
@@ -446,10 +447,12 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         crashed = [f"{agent.name}: {agent.crash_reason!r}" for agent in app.agents.values() if agent.crash_reason]
-        assigned = len(app.consumer.assignment()) if app.consumer else 0
-        ready = app.rebalancing is False and app.consumer is not None and not crashed
+        assignment = app.consumer.assignment() if app.consumer else set()
+        ready = app.rebalancing is False and app.consumer is not None and not crashed and len(assignment) > 0
         status = "crashed" if crashed else "ok" if ready else "starting"
-        body = {"status": status, "assigned_partitions": assigned, "app": settings.app_id, "crashed": crashed}
+        body = {"status": status, "assigned_partitions": len(assignment), "app": settings.app_id, "crashed": crashed,
+                "submission_partitions": sorted(tp.partition for tp in assignment if tp.topic == settings.topic_submissions),
+                "assessor": assessment.holds()}  # fmt: skip
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")

@@ -30,6 +30,9 @@ variable                           meaning                                      
                                    its original, base64); the topics are created to accept it
 ``PANTAU_CAPACITY_DOMESTIC``       largest plausible count at a domestic TPS                     ``500``
 ``PANTAU_CAPACITY_OVERSEAS``       largest plausible count at an overseas unit (province 99)    ``10000``
+``PANTAU_STANDBY_REPLICAS``        workers that keep a warm copy of each table partition: a quick  ``1``
+                                   takeover, at the cost of reading every other worker's changelog
+                                   (``0`` on a CPU-bound cluster: bench/bench_scaleout.py)
 ``PANTAU_SECURITY_PROTOCOL``       ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``           ``PLAINTEXT``
 ``PANTAU_SASL_MECHANISM``          ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``                    ``PLAIN``
 ``PANTAU_SASL_USERNAME`` / ``_PASSWORD``  SASL credentials (required with a SASL protocol)
@@ -86,6 +89,7 @@ class Settings:
     fetch_max_wait_ms: int = 500
     capacity_domestic: int = 500
     capacity_overseas: int = 10_000
+    standby_replicas: int = 1
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "PLAIN"
     sasl_username: str = ""
@@ -110,8 +114,8 @@ class Settings:
                 raise ValueError(f"PANTAU_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
-        if settings.batch_size < 1 or settings.partitions < 1:
-            raise ValueError("PANTAU_BATCH_SIZE and PANTAU_PARTITIONS must be at least 1")
+        if settings.batch_size < 1 or settings.partitions < 1 or settings.standby_replicas < 0:
+            raise ValueError("PANTAU_BATCH_SIZE and PANTAU_PARTITIONS must be at least 1, PANTAU_STANDBY_REPLICAS at least 0")
         if not (0 < settings.fdr < 1 and 0 < settings.peer_far < 1 and settings.assess_interval > 0):
             raise ValueError("PANTAU_FDR and PANTAU_PEER_FAR must lie in (0, 1), PANTAU_ASSESS_INTERVAL above 0")
         if not 1 <= settings.web_port <= 65535:

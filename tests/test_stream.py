@@ -521,6 +521,7 @@ def test_health_and_metrics_endpoints(workers: Workers):
         health = json.load(response)
     assert health["status"] == "ok" and health["app"] == settings.app_id
     assert health["assigned_partitions"] >= settings.partitions  # the submissions topic, and the table's changelog
+    assert health["submission_partitions"] == list(range(settings.partitions)) and health["assessor"] is True
 
     path = write_jsonl(workers.tmp_path / "few.jsonl", [envelope("3173011002090", MISREAD_DOC),
                                                         envelope("3173011005116", CONSISTENT_DOC)])  # fmt: skip
