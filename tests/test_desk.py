@@ -1181,6 +1181,40 @@ def test_notes_and_alert_texts_are_escaped(app, sessions: sessionmaker):
         assert session.execute(select(Decision.note)).scalar_one() == f"catatan {XSS}"  # stored as written
 
 
+HOSTILE = "<script>alert(1)</script>' OR 1=1 --"
+
+
+def test_every_other_input_takes_hostile_text_as_text(app, sessions: sessionmaker):
+    """Login, account, decision, correction, suggestion, reopening and audit inputs: refused or stored as
+    written, never a server error, never markup on a page, the database intact."""
+    anonymous = Browser(app)
+    assert anonymous.login(HOSTILE, HOSTILE).status_code == 401
+    supervisor, verifier = Browser(app, "sari"), Browser(app, "rina")
+    target = case_id(sessions, SUM_VALID_TPS)
+    responses = {
+        "users": supervisor.post("/users", username=HOSTILE, password=HOSTILE + "x" * 12, role="verifier", display_name=HOSTILE),
+        "role": supervisor.post("/users", username="dewi", password="kotak-suara-yang-panjang", role=HOSTILE),
+        "corrections": verifier.post(f"/cases/{target}/decide", decision="corrected", note="n", corrections=HOSTILE),
+        "decision": verifier.post(f"/cases/{target}/decide", decision=HOSTILE, note="n"),
+        "field": verifier.post(f"/cases/{target}/accept", field=HOSTILE, proposed="1", note="n"),
+        "audit": verifier.get("/audit", subject=HOSTILE, page="1"),
+    }
+    for name, response in responses.items():
+        assert response.status_code in (200, 400, 403), (name, response.status_code)
+        assert "<script>alert" not in response.text, name
+    with sessions() as session:
+        assert count(session, User, User.username == HOSTILE) == 0 and count(session, Decision) == 0
+        assert count(session, Case) == 78 and count(session, AlertRecord) == 172
+        assert tps_case(session, SUM_VALID_TPS).status == "open"
+    assert verifier.post(f"/cases/{target}/decide", decision="field_check", note=HOSTILE).status_code == 303
+    supervisor_view = supervisor.get(f"/cases/{target}").text
+    assert "<script>alert" not in supervisor_view and "&lt;script&gt;alert(1)&lt;/script&gt;&#39; OR 1=1 --" in supervisor_view
+    assert supervisor.post(f"/cases/{target}/reopen", note=HOSTILE).status_code == 303
+    with sessions() as session:
+        assert session.execute(select(Decision.note)).scalar_one() == HOSTILE
+        assert tps_case(session, SUM_VALID_TPS).status == "open" and audit.verify(session).ok
+
+
 @pytest.mark.parametrize("field", ["region", "detector", "q", "jenis", "status", "kind"])
 def test_queue_filters_take_text_literally(app, sessions: sessionmaker, field: str):
     browser = Browser(app, "rina")
