@@ -62,8 +62,7 @@ def measure(provinces: list[str] | None, jenis: tuple[str, ...], seed: int) -> N
         print(f"  {name:<26}{len(a):>10,}{a.mean():>9.0f}{np.quantile(a, 0.99):>8.0f}{a.max():>8,}")
     by_level: dict[str, list[int]] = defaultdict(list)
     for key, state in regions.items():
-        by_level[key.split(":", 2)[0] + ":" + key.split(":", 2)[1] if key.startswith("peers") else key.split(":", 1)[0]].append(
-            len(orjson.dumps(key)) + len(orjson.dumps(state)))  # fmt: skip
+        by_level[key.split(":", 1)[0]].append(len(orjson.dumps(key)) + len(orjson.dumps(state)))
     print(f"  {'regional state':<26}{'regions':>10}{'mean B':>9}{'p99 B':>8}{'max B':>8}")
     for name, sizes in sorted(by_level.items()):
         a = np.array(sizes)
