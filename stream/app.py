@@ -444,12 +444,20 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
     async def report_lag() -> None:
         pipeline.update_lag()
 
+    def broker_reachable() -> bool:
+        """Whether the consumer knows its group coordinator. The assignment outlives a lost broker, but aiokafka
+        forgets the coordinator as soon as a request to it fails (a broken or refused connection, a heartbeat
+        timing out) and finds it again only through a round trip to the broker (tests/test_outage.py)."""
+        coordinator = getattr(getattr(getattr(app.consumer, "_thread", None), "_consumer", None), "_coordinator", None)
+        return coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None  # unknown: no verdict
+
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         crashed = [f"{agent.name}: {agent.crash_reason!r}" for agent in app.agents.values() if agent.crash_reason]
         assignment = app.consumer.assignment() if app.consumer else set()
-        ready = app.rebalancing is False and app.consumer is not None and not crashed and len(assignment) > 0
-        status = "crashed" if crashed else "ok" if ready else "starting"
+        reachable = broker_reachable()
+        ready = app.rebalancing is False and app.consumer is not None and not crashed and len(assignment) > 0 and reachable
+        status = "crashed" if crashed else "ok" if ready else "broker_unreachable" if not reachable else "starting"
         body = {"status": status, "assigned_partitions": len(assignment), "app": settings.app_id, "crashed": crashed,
                 "submission_partitions": sorted(tp.partition for tp in assignment if tp.topic == settings.topic_submissions),
                 "assessor": assessment.holds()}  # fmt: skip
