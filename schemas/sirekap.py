@@ -42,6 +42,13 @@ PARTY_BALLOTS = frozenset({"pdpr", "pdprdp", "pdprdk"})
 MAX_COUNT = 9_999_999
 #: Largest accepted message; a real document is ~1 KB (a pdpr one with caleg a few KB).
 MAX_MESSAGE_BYTES = 1 << 20
+#: Most entries in one chart, caleg, or caleg party. 2024's largest forms: 24 parties (18 national, 6 Aceh),
+#: at most 12 candidates per party and dapil, ~54 DPD candidates in one province. Bounds the detectors'
+#: work: each document shape's identities are compiled (a sum of thousands of terms exceeds Python's
+#: recursion limit in the compiler) and cached, and the misread search is quadratic in the form's size.
+MAX_ENTRIES = 100
+#: Most caleg counts in one document (24 parties × 12 candidates = 288 in 2024).
+MAX_CALEG = 1000
 
 Count = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
 
@@ -61,6 +68,15 @@ ADMIN_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a reason quotes what it refuses, not a megabyte of it."""
+    try:
+        text = repr(value)
+    except RecursionError:  # nested deeper than repr can walk (orjson parses up to 1024 levels)
+        return f"<{type(value).__name__} nested too deep to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def validate_kode_tps(kode: str) -> str:
     """Check a 13-digit TPS code ``PP KK CC DDDD TTT`` and return it.
 
@@ -72,7 +88,7 @@ def validate_kode_tps(kode: str) -> str:
     ValueError: kode_tps '0073011005116': unknown province code '00'
     """
     if not isinstance(kode, str) or len(kode) != 13 or not kode.isascii() or not kode.isdigit():
-        raise ValueError(f"kode_tps {kode!r}: must be exactly 13 digits")
+        raise ValueError(f"kode_tps {_shown(kode)}: must be exactly 13 digits")
     if kode[:2] not in PROVINCES:
         raise ValueError(f"kode_tps {kode!r}: unknown province code {kode[:2]!r}")
     for name, part in (("kabupaten/kota", kode[2:4]), ("kecamatan", kode[4:6]),
@@ -136,9 +152,11 @@ _UNION_TAGS = frozenset({"count", "party"})
 
 
 def _check_ids(ids: Any, what: str) -> None:
+    if len(ids) > MAX_ENTRIES:
+        raise ValueError(f"{what} has {len(ids)} entries, more than any form's {MAX_ENTRIES}")
     for key in ids:
         if key != "null" and not (key.isascii() and key.isdigit() and len(key) <= 12):
-            raise ValueError(f"{what} key {key!r} is not a numeric id")
+            raise ValueError(f"{what} key {_shown(key)} is not a numeric id")
 
 
 class SirekapDocument(BaseModel):
@@ -173,6 +191,9 @@ class SirekapDocument(BaseModel):
             for votes in caleg.values():
                 if votes is not None:
                     _check_ids(votes, "caleg")
+            total = sum(len(votes) for votes in caleg.values() if votes is not None)
+            if total > MAX_CALEG:
+                raise ValueError(f"caleg has {total} counts, more than any form's {MAX_CALEG}")
         return caleg
 
 
@@ -222,9 +243,7 @@ def _describe(error: ValidationError) -> str:
         loc = item["loc"]
         where = ".".join(str(p) for i, p in enumerate(loc) if not (i == 3 and loc[1] == "chart" and p in _UNION_TAGS))
         where = where or "message"
-        got = repr(item.get("input"))
-        got = got if len(got) <= 40 else got[:37] + "..."
-        parts.append(f"{where}: {item['msg']} (got {got})")
+        parts.append(f"{where}: {item['msg']} (got {_shown(item.get('input'))})")
     more = error.error_count() - len(parts)
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
@@ -242,7 +261,7 @@ def parse_envelope(data: bytes | str | dict[str, Any]) -> Envelope:
     pantau.schemas.errors.InvalidSubmission: schema: doc.chart.100025: Input should be greater than or equal to 0 (got -1)
     """
     if isinstance(data, (bytes, bytearray, memoryview, str)):
-        size = len(data.encode() if isinstance(data, str) else data)
+        size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)  # orjson refuses lone surrogates
         if size > MAX_MESSAGE_BYTES:
             raise InvalidSubmission("too_large", f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
         try:
