@@ -259,7 +259,7 @@ BAD_JENIS: tuple[Any, ...] = ("dprd", "PPWP", "ppwp ", " ppwp", "", "pdpr\x00", 
                               ["ppwp"], {"jenis": "ppwp"}, "ｐｐｗｐ")  # fmt: skip
 INVALID_UTF8: tuple[bytes, ...] = (b"\xff", b"\xfe", b"\xc0\x80", b"\xc1\xbf", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80",
                                    b"\xf4\x90\x80\x80", b"\x80", b"\xbf", b"\xf8\x88\x80\x80\x80", b"\xfc\x84\x80\x80\x80\x80")  # fmt: skip
-DEPTHS = (2, 64, 253, 254, 255, 256, 500, 999, 1000, 1022, 1023, 1024, 1025, 2000, 100_000)
+DEPTHS = (2, 28, 29, 30, 31, 64, 253, 254, 255, 256, 500, 999, 1000, 1022, 1023, 1024, 1025, 2000, 100_000)
 
 
 def nested(depth: int, rng: random.Random) -> bytes:
@@ -457,7 +457,7 @@ def add_extras(rng: random.Random, env: dict) -> tuple[dict, list[tuple[tuple[st
     """The envelope with unknown keys added to its document (and administrasi, when it has one):
     accepted and kept verbatim; returns the (path, value) of each."""
     out = orjson.loads(orjson.dumps(env))
-    added = []
+    added: dict[tuple[str, ...], Any] = {}  # a key drawn twice keeps its last value
     targets = [("doc",)] + ([("doc", "administrasi")] if isinstance(out["doc"].get("administrasi"), dict) else [])
     for _ in range(rng.randrange(1, 6)):
         where = rng.choice(targets)
@@ -467,8 +467,8 @@ def add_extras(rng: random.Random, env: dict) -> tuple[dict, list[tuple[tuple[st
         for k in where:
             node = node[k]
         node[key] = value
-        added.append((where + (key,), value))
-    return out, added
+        added[where + (key,)] = value
+    return out, list(added.items())
 
 
 def m_extra_keys(rng: random.Random, env: dict, raw: bytes) -> bytes:
@@ -538,6 +538,15 @@ def outcome_of(result: list[Alert] | InvalidSubmission) -> str:
     return result.code if isinstance(result, InvalidSubmission) else "accepted"
 
 
+def check_reencodable(value: bytes) -> None:
+    """An accepted message can be written again by every consumer: the desk (``desk/cases.py``: the
+    document's ``model_dump``, then ``orjson.dumps``) and ``pantau replay --broker`` (``stream/ingest.py``:
+    ``orjson.loads`` then ``orjson.dumps``) -- so the worker accepts nothing they would choke on."""
+    envelope = parse_envelope(value)
+    orjson.dumps(envelope.doc.model_dump(mode="json", by_alias=True, exclude_unset=True), option=orjson.OPT_SORT_KEYS)
+    orjson.dumps(orjson.loads(value))
+
+
 def check_rejection(exc: InvalidSubmission) -> None:
     """A dead letter as the stream writes it: a code of the fixed set and a reason that says something."""
     assert exc.code in InvalidSubmission.CODES, exc.code
@@ -597,6 +606,8 @@ def run(messages: int, seed: int, max_seconds: float, say: Callable[[str], None]
             outcome = outcome_of(result)
             if isinstance(result, InvalidSubmission):
                 check_rejection(result)
+            else:
+                check_reencodable(value)
         except Hang as exc:
             outcome = "hang"
             tally.other += 1

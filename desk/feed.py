@@ -161,7 +161,7 @@ def apply_message(session, topic: str, source: str, value: bytes | None, is_aler
             changed = cases.ingest_submission(session, source, orjson.loads(value or b""))
             DESK.submissions.labels("new" if changed else "repeat").inc()
         return int(changed)
-    except (ValidationError, InvalidSubmission, orjson.JSONDecodeError, TypeError) as exc:
+    except (ValidationError, InvalidSubmission, orjson.JSONDecodeError, TypeError, ValueError) as exc:
         DESK.skipped.labels(topic).inc()
         log.info("desk: skipped %s (%s)", source, str(exc).splitlines()[0][:200])
         return 0

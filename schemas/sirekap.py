@@ -49,6 +49,10 @@ MAX_MESSAGE_BYTES = 1 << 20
 MAX_ENTRIES = 100
 #: Most caleg counts in one document (24 parties × 12 candidates = 288 in 2024).
 MAX_CALEG = 1000
+#: Deepest nesting of a message (the envelope object is level 1; a real one has 4: envelope, doc, caleg,
+#: party). Only unknown keys, kept verbatim, can nest deeper; consumers re-encode the document (the desk,
+#: ``pantau replay --broker``), and orjson writes at most 254 levels, pydantic's serializer about as many.
+MAX_DEPTH = 32
 
 Count = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
 
@@ -66,6 +70,19 @@ ADMIN_FIELDS: tuple[str, ...] = (
     "pengguna_total_j", "pengguna_total_l", "pengguna_total_p",
     "suara_sah", "suara_tidak_sah", "suara_total",
 )  # fmt: skip
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether decoded JSON nests more than ``limit`` levels (iteratively: no recursion limit to hit)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _shown(value: Any, limit: int = 40) -> str:
@@ -229,6 +246,14 @@ class Envelope(BaseModel):
                     raise ValueError(f"{self.jenis} chart.{key} must be a count")
         if self.doc.caleg and self.jenis not in PARTY_BALLOTS:
             raise ValueError(f"{self.jenis} documents carry no caleg")
+        holders: list[tuple[str, BaseModel, int]] = [("doc", self.doc, 2)]  # (where, model, its level)
+        if self.doc.administrasi is not None:
+            holders.append(("doc.administrasi", self.doc.administrasi, 3))
+        holders += [(f"doc.chart.{key}", value, 4) for key, value in (chart or {}).items() if isinstance(value, PartyVotes)]
+        for where, model, level in holders:
+            for name, value in (model.model_extra or {}).items():
+                if isinstance(value, (dict, list)) and _nested_deeper(value, MAX_DEPTH - level):
+                    raise ValueError(f"{where}.{name} is nested more than {MAX_DEPTH} levels deep")
         return self
 
     @property

@@ -47,7 +47,7 @@ from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import RegionalMonitor
 from pantau.replay import replay
 from pantau.schemas import ADMIN_FIELDS, PARTY_BALLOTS, Alert, DeadLetter, InvalidSubmission, parse_envelope
-from pantau.schemas.sirekap import MAX_CALEG, MAX_ENTRIES, MAX_MESSAGE_BYTES
+from pantau.schemas.sirekap import MAX_CALEG, MAX_DEPTH, MAX_ENTRIES, MAX_MESSAGE_BYTES
 from pantau.sources import read_records
 
 from .conftest import CONSISTENT_DOC, CURATED, MISREAD_DOC
@@ -170,6 +170,7 @@ def outcome(worker: OfflineWorker, value: bytes) -> list[Alert] | InvalidSubmiss
         fuzz.check_rejection(result)
     else:
         assert isinstance(result, list) and all(isinstance(a, Alert) for a in result)
+        fuzz.check_reencodable(value)
     return result
 
 
@@ -280,9 +281,10 @@ def test_every_token_in_every_field(index: int):
 
 @pytest.mark.parametrize("depth", fuzz.DEPTHS)
 def test_deep_nesting_anywhere(depth: int):
-    """Nesting past orjson's 1,024 levels is not JSON; below it, a schema error where a value is
-    expected and kept verbatim where the document allows unknown keys. Deep structures do not break the
-    reason either (repr of a 1,000-deep list raises RecursionError: see schemas/sirekap.py _describe)."""
+    """Nesting past orjson's 1,024 levels is not JSON; below it, a schema error where a value is expected,
+    and where the document allows unknown keys, kept verbatim up to MAX_DEPTH levels and refused beyond
+    (a document nested 256 deep made the desk's feed raise on every retry: desk/cases.py re-encodes it).
+    Deep structures do not break the reason either (repr of a 1,000-deep list raises RecursionError)."""
     envelope = bases()[len(dki())]
     worker = OfflineWorker()
     rng = random.Random(depth)
@@ -300,8 +302,10 @@ def test_deep_nesting_anywhere(depth: int):
         if not parses(value):
             assert code_of(result) == "not_json" and "depth" in result.reason, (depth, path)
             assert depth + len(path) > 1024
-        elif path[-1] == "x_extra":
+        elif path[-1] == "x_extra" and len(path) + depth <= MAX_DEPTH:
             assert code_of(result) == "accepted", (depth, path, str(result))
+        elif path[-1] == "x_extra":  # kept verbatim, it must stay re-encodable by every consumer
+            assert code_of(result) == "schema" and "levels deep" in result.reason, (depth, path, str(result))
         else:
             assert code_of(result) in ("schema", "kode_tps", "accepted"), (depth, path)
     value = fuzz.nested(depth, rng)
@@ -495,7 +499,7 @@ def test_thousands_of_hostile_messages_leave_the_valid_alerts_and_states_unchang
     assert {k: v for k, v in mixed.regional.items() if k in alone.regional} == alone.regional
 
 
-@settings(max_examples=25, **HYPOTHESIS)
+@settings(max_examples=15, **HYPOTHESIS)
 @given(start=st.integers(0, 900), seed=st.integers(0, 2**32 - 1), count=st.integers(1, 120))
 def test_any_interleaving_leaves_the_valid_alerts_unchanged(start: int, seed: int, count: int):
     rng = random.Random(seed)
