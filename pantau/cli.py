@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -160,6 +161,34 @@ def cmd_schemas_export(directory: str) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit
+    from .replay import ASSESS_EVERY, print_summary
+
+    args.assess_every = ASSESS_EVERY if args.assess_every is None else args.assess_every
+    if args.jobs < 1 or args.assess_every < 1:
+        print("pantau audit: --jobs and --assess-every must be at least 1", file=sys.stderr)
+        return 2
+    with ExitStack() as stack:
+        progress = None
+        if sys.stderr.isatty():
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            bar = stack.enter_context(Progress(SpinnerColumn(), TextColumn("replaying {task.completed:,} records"),
+                                               TimeElapsedColumn(), transient=True))  # fmt: skip
+            task = bar.add_task("audit", total=None)
+            progress = lambda records: bar.update(task, completed=records)  # noqa: E731
+        try:
+            run, written = audit(args.inputs, args.out, jobs=args.jobs, assess_every=args.assess_every,
+                                 verdicts_file=args.verdicts, desk_db=args.desk_db, progress=progress)  # fmt: skip
+        except (OSError, ValueError) as exc:
+            print(f"pantau audit: {exc}", file=sys.stderr)
+            return 1
+    print_summary(run.summary, len(run.alerts))
+    print(f"report: {written[0]} (and {', '.join(p.name for p in written[1:])})", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pantau", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pantau {__version__}")
@@ -184,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--offline: desk verdicts, one per line; alerts called false alarms are left out, as in the stream")
     rep.add_argument("--rate", type=float, help="--broker: submissions per second (default: as fast as possible)")
     rep.add_argument("--topic", help="--broker: topic (default: PANTAU_TOPIC_SUBMISSIONS or sirekap.submissions)")
+
+    aud = sub.add_parser("audit", help="replay an archive and write the audit report (HTML, CSV, JSONL)")
+    aud.add_argument("inputs", nargs="+", help=".jsonl/.jsonl.gz envelopes or .csv/.csv.gz flattened rows, in arrival order")
+    aud.add_argument("--out", default="report", help="report directory (default: report)")
+    aud.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                     help="replay processes (default: one per core); the report is the same for any number")
+    aud.add_argument("--assess-every", type=int, metavar="N",
+                     help="records between two regional assessments (default: as pantau replay, 5,000)")
+    aud.add_argument("--verdicts", metavar="FILE.jsonl", help="desk verdicts to join (an export of the verdicts topic)")
+    aud.add_argument("--desk-db", metavar="URL", help="desk database (SQLAlchemy URL or SQLite file) to join verdicts from")
 
     worker = sub.add_parser("worker", help="run a pantau stream worker (settings: PANTAU_* environment)")
     worker.add_argument("--broker", metavar="HOST:PORT", help="overrides PANTAU_BROKER")
@@ -227,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verdicts:
             build_parser().error("--verdicts applies to --offline (the stream reads verdicts from its topic)")
         return cmd_replay_broker(args)
+    if args.command == "audit":
+        return cmd_audit(args)
     if args.command == "worker":
         return cmd_worker(args)
     if args.command == "broker":

@@ -5,7 +5,8 @@ as canonical JSON, and an alert id already written is not written again (a resub
 form repeats its findings; the file keeps the first).
 
 The regional statistics run as in the stream: the inspector's monitor keeps the region sums, the
-assessor tests them every ``assess_every`` documents and once more at the end of the input.
+assessor tests them every ``assess_every`` records (refused ones included) and once more at the end of
+the input. :mod:`pantau.audit` runs the same replay in several processes, with the same output.
 
 Desk verdicts (``--verdicts``) suppress TPS alerts as in the stream, with one difference: the stream
 suppresses from the moment it learns a verdict, the audit applies the verdicts in force at the end of
@@ -28,7 +29,7 @@ from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import RegionalMonitor
 from pantau.detectors.suppression import Suppressions
-from pantau.schemas import Alert, InvalidSubmission, normalize, parse_verdict
+from pantau.schemas import Alert, InvalidSubmission, Verdict, normalize, parse_verdict
 
 from .sources import Record, read_records
 
@@ -54,7 +55,7 @@ class ReplaySummary:
             self.rejections.append((record.source, record.line, record.error.reason))
 
 
-#: Documents between two regional assessments (the stream assesses on a timer instead).
+#: Records between two regional assessments (the stream assesses on a timer instead).
 ASSESS_EVERY = 5000
 
 
@@ -93,18 +94,19 @@ def replay(
             yield alert
 
     regional = assessor is not None and inspector.monitor is not None
-    for record in records:
+    for position, record in enumerate(records, 1):
         if record.envelope is None:
             summary.reject(record)
-            continue
-        summary.documents += 1
-        yield from emit(inspector(normalize(record.envelope)))
-        if regional:
-            for key, sums in inspector.monitor.flush().items():
+        else:
+            summary.documents += 1
+            yield from emit(inspector(normalize(record.envelope)))
+        if regional and position % assess_every == 0:
+            for key, sums in sorted(inspector.monitor.flush().items()):
                 assessor.update(key, sums)
-            if summary.documents % assess_every == 0:
-                yield from emit(assessor.assess())
+            yield from emit(assessor.assess())
     if regional:
+        for key, sums in sorted(inspector.monitor.flush().items()):
+            assessor.update(key, sums)
         yield from emit(assessor.assess())
 
 
@@ -113,17 +115,23 @@ def records_of(paths: Iterable[str | Path]) -> Iterator[Record]:
         yield from read_records(path)
 
 
-def read_verdicts(path: str | Path) -> Suppressions:
-    """The suppressions of a JSONL file of verdicts; raises ``ValueError`` naming the first invalid line."""
-    suppressions = Suppressions()
+def verdicts_of(path: str | Path) -> Iterator[Verdict]:
+    """The verdicts of a JSONL file; raises ``ValueError`` naming the first invalid line."""
     with open(path, "rb") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                suppressions.learn(parse_verdict(line))
+                yield parse_verdict(line)
             except InvalidSubmission as exc:
                 raise ValueError(f"{path}:{number}: not a verdict ({exc.code}): {exc.reason}") from None
+
+
+def read_verdicts(path: str | Path) -> Suppressions:
+    """The suppressions of a JSONL file of verdicts; raises ``ValueError`` naming the first invalid line."""
+    suppressions = Suppressions()
+    for verdict in verdicts_of(path):
+        suppressions.learn(verdict)
     return suppressions
 
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from pantau.schemas import ADMIN_FIELDS, Envelope, InvalidSubmission, parse_envelope
 
@@ -93,12 +96,40 @@ class CsvLayout:
         return parse_envelope({"kode_tps": kode, "jenis": "ppwp", "doc": doc})
 
 
-def _read_jsonl(path: Path) -> Iterator[Record]:
+#: Which records a reader validates: a predicate on the record's TPS code (None when it has none).
+Owned = Callable[[str | None], bool]
+
+
+def shard_of(kode_tps: str | None, shards: int) -> int:
+    """The shard of a TPS code among ``shards``: by kabupaten/kota, so that a TPS's versions and every
+    region sum it feeds (kecamatan, kabupaten/kota) stay in one shard; records without a code go to 0.
+
+    >>> shard_of("3404010001001", 2) == shard_of("3404999999999", 2), shard_of(None, 2)
+    (True, 0)
+    """
+    if not kode_tps:
+        return 0
+    return zlib.crc32(kode_tps[:4].encode("utf-8", "surrogatepass")) % shards
+
+
+def _kode_of(line: bytes) -> str | None:
+    try:
+        decoded = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    kode = decoded.get("kode_tps") if isinstance(decoded, dict) else None
+    return kode if isinstance(kode, str) else None
+
+
+def _read_jsonl(path: Path, owned: Owned | None) -> Iterator[Record | int]:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as lines:
         for number, line in enumerate(lines, 1):
             line = line.rstrip(b"\r\n")
             if not line.strip():
+                continue
+            if owned is not None and not owned(_kode_of(line)):
+                yield number
                 continue
             try:
                 yield Record(str(path), number, line, envelope=parse_envelope(line))
@@ -106,11 +137,14 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
                 yield Record(str(path), number, line, error=exc)
 
 
-def _read_csv(path: Path) -> Iterator[Record]:
+def _read_csv(path: Path, owned: Owned | None) -> Iterator[Record | int]:
     with _open_text(path) as text:
         reader = csv.reader(text)
         layout = CsvLayout(next(reader, []))
         for row in reader:
+            if owned is not None and not owned(row[layout.kode].strip() if len(row) == layout.width else None):
+                yield reader.line_num
+                continue
             try:
                 if len(row) != layout.width:
                     raise InvalidSubmission("schema", f"row has {len(row)} cells, header has {layout.width}")
@@ -126,20 +160,39 @@ def read_records(path: str | Path) -> Iterator[Record]:
     A file that cannot be read to its end (unknown format, truncated gzip, I/O error) ends in one
     refused record that says why and where; the records before it stand.
     """
+    for record in read_owned_records(path, None):
+        assert record is not None
+        yield record
+
+
+def read_owned_records(path: str | Path, owned: Owned | None) -> Iterator[Record | None]:
+    """:func:`read_records` for one of several processes sharing a file: every record in file order,
+    ``None`` in place of those ``owned`` declines (looked at only for their TPS code, not validated).
+    A refused record without a TPS code, such as a file's unreadable end, is ``owned(None)``'s."""
     path = Path(path)
     name = path.name.removesuffix(".gz")
     line = 0
     try:
         if name.endswith((".jsonl", ".json")):
-            records = _read_jsonl(path)
+            records = _read_jsonl(path, owned)
         elif name.endswith(".csv"):
-            records = _read_csv(path)
+            records = _read_csv(path, owned)
         else:
             raise InvalidSubmission("schema", "unknown input format (expected .jsonl or .csv, optionally .gz)")
-        for record in records:
-            line = record.line
-            yield record
+        for record in records:  # a record, or the line number of one declined
+            if isinstance(record, int):
+                line = record
+                yield None
+            else:
+                line = record.line
+                yield record
     except InvalidSubmission as exc:
-        yield Record(str(path), line, b"", error=exc)
+        if owned is None or owned(None):
+            yield Record(str(path), line, b"", error=exc)
+        else:
+            yield None
     except (OSError, EOFError, UnicodeError, csv.Error) as exc:
-        yield Record(str(path), line, b"", error=InvalidSubmission("schema", f"file unreadable after line {line}: {exc}"))
+        if owned is None or owned(None):
+            yield Record(str(path), line, b"", error=InvalidSubmission("schema", f"file unreadable after line {line}: {exc}"))
+        else:
+            yield None

@@ -11,7 +11,6 @@ raise no browser errors (a Content-Security-Policy violation would be one).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,17 @@ from pantau.desk.web import create_app
 from pantau.replay import records_of, replay
 from pantau.stream.broker import free_port
 
+from .conftest import needs_chromium
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 PASSWORD = "kotak-suara-2024!"
 XSS = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">'
 
 
 @pytest.fixture(scope="module")
 def desk(tmp_path_factory: pytest.TempPathFactory):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    needs_chromium()
     sessions = connect(f"sqlite:///{tmp_path_factory.mktemp('desk')}/desk.db")
     with sessions() as session:
         for record in records_of([str(demo_data())]):
@@ -50,23 +49,6 @@ def desk(tmp_path_factory: pytest.TempPathFactory):
         session.commit()
     with serving(create_app(sessions), "127.0.0.1", free_port()) as url:
         yield url, sessions
-
-
-@pytest.fixture
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1360,1800"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
 
 
 def login(driver, url: str, username: str) -> None:
