@@ -22,7 +22,6 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pantau.detectors.alerts import observed_at
@@ -86,7 +85,7 @@ def shard_rounds(paths: Sequence[str | Path], shard: int, shards: int, assess_ev
 
     def records() -> Iterator:
         for path in paths:
-            yield from read_owned_records(path, owned)
+            yield from read_owned_records(path, owned if shards > 1 else None)
 
     round_ = Round(0, [], [], {}, 0)
     position = 0
@@ -247,6 +246,3 @@ def _serve(sender, paths: list[str], shard: int, shards: int, assess_every: int)
     finally:
         sender.close()
 
-
-def utc_hour(epoch: int) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
