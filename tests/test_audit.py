@@ -220,3 +220,17 @@ def test_the_command_writes_the_report_and_refuses_what_it_cannot_read(tmp_path,
     bad.write_text('{"verdict_id": "x"}\n')
     assert main(["audit", str(demo_data()), "--out", str(tmp_path / "v"), "--verdicts", str(bad)]) == 1
     assert "bad.jsonl:1: not a verdict" in capsys.readouterr().err
+
+
+def without_versions(page: bytes) -> bytes:
+    return re.sub(rb'<table id="versions">.*?</table>', b"", page, flags=re.S)
+
+
+def test_the_sample_report_in_docs_is_what_its_documented_command_writes(tmp_path):
+    """README: ``pantau audit pantau/data/raw_ppwp_dki_1000.jsonl.gz --out docs/audit-sample``
+    (the library versions may differ from the machine that wrote it: that table is left out)."""
+    sample = Path(__file__).resolve().parents[1] / "docs" / "audit-sample"
+    assert main(["audit", str(demo_data()), "--out", str(tmp_path)]) == 0
+    for name in ("alerts.csv", "alerts.jsonl", "regions.csv"):
+        assert (tmp_path / name).read_bytes() == (sample / name).read_bytes(), name
+    assert without_versions((tmp_path / "index.html").read_bytes()) == without_versions((sample / "index.html").read_bytes())
