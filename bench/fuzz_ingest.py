@@ -659,8 +659,8 @@ def run(messages: int, seed: int, max_seconds: float, say: Callable[[str], None]
 def shapes(count: int, say: Callable[[str], None] = print) -> float:
     """Memory per distinct document shape: ``count`` valid party ballots of the largest size the schema
     accepts, each with other caleg ids (a shape each). ``detectors.form.identity_set`` compiles and caches
-    the identities of every shape (``lru_cache``): the cache is bounded in entries, not in bytes. Returns
-    the MB per shape."""
+    the identities of every shape, bounded by the paths it holds (``ShapeCache.max_paths``). Returns the
+    MB per shape."""
     import gc
     import tracemalloc
 
@@ -668,7 +668,7 @@ def shapes(count: int, say: Callable[[str], None] = print) -> float:
 
     parties, candidates = MAX_CALEG // MAX_ENTRIES, MAX_ENTRIES
     worker = OfflineWorker()
-    form.identity_set.cache_clear()
+    form.identity_set.clear()
     tracemalloc.start()
     before, started = rss_mb(), time.perf_counter()
     for n in range(count):
@@ -681,14 +681,14 @@ def shapes(count: int, say: Callable[[str], None] = print) -> float:
     grown = rss_mb() - before
     gc.collect()
     held = tracemalloc.get_traced_memory()[0]
-    maxsize = form.identity_set.cache_info().maxsize
-    form.identity_set.cache_clear()
+    kept, max_paths = len(form.identity_set), form.identity_set.max_paths
+    form.identity_set.clear()
     gc.collect()
-    per_shape = (held - tracemalloc.get_traced_memory()[0]) / count / 2**20  # what the identity cache held
+    per_shape = (held - tracemalloc.get_traced_memory()[0]) / kept / 2**20  # what the identity cache held
     tracemalloc.stop()
     say(f"{count} distinct largest shapes ({parties} parties x {candidates} caleg): RSS +{grown:.0f} MB "
-        f"({seconds / count * 1000:.1f} ms each, traced); the identity cache held {per_shape * 1024:.0f} KB per shape "
-        f"and keeps {maxsize} shapes: up to ~{per_shape * maxsize / 1024:.1f} GB")  # fmt: skip
+        f"({seconds / count * 1000:.1f} ms each, traced); the identity cache kept {kept} of them, "
+        f"{per_shape * 1024:.0f} KB per shape, bounded at {max_paths:,} paths: ~{per_shape * max_paths / (MAX_CALEG + 2 * MAX_ENTRIES) / 1024:.2f} GB")  # fmt: skip
     return per_shape
 
 

@@ -20,8 +20,8 @@ Detector names (fixed; downstream tools depend on them):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from collections.abc import Callable
 
 from pantau.schemas import Alert, Tally
@@ -141,11 +141,57 @@ class IdentitySet:
     evaluate: Evaluator
 
 
-@lru_cache(maxsize=4096)
-def identity_set(party_ballot: bool, declared: tuple[str, ...]) -> IdentitySet:
-    """The identities of a document that declares these chart/caleg paths (compiled once per shape)."""
-    identities = identities_for(party_ballot, declared)
-    return IdentitySet(identities, compile_identities(identities))
+class ShapeCache:
+    """The compiled identities of the document shapes seen most recently, bounded by their size.
+
+    A shape costs ~250 bytes per declared path once compiled; real ones have 4 (PPWP) to ~300 paths
+    (a DPRD kab/kota ballot), and an electoral district's TPS share one. Entries alone would not bound
+    the memory: hostile documents can each declare a new 1,000-path shape. So the least recently used
+    shapes go once the cached paths exceed ``max_paths`` (the default holds every district's full
+    and half-filled forms, ~250 MB at most).
+
+    >>> cache = ShapeCache(max_paths=10)
+    >>> shape = cache(False, ("chart.100025", "chart.100026"))
+    >>> [identity.detector for identity in shape.identities][:1]
+    ['form.sum_valid']
+    >>> cache(False, ("chart.100025", "chart.100026")) is shape, cache.paths
+    (True, 3)
+    >>> _ = cache(False, tuple(f"chart.{n}" for n in range(9)))  # 9 paths + 1 per entry: the first goes
+    >>> len(cache), cache.paths
+    (1, 10)
+    """
+
+    def __init__(self, max_paths: int = 1_000_000):
+        if max_paths < 1:
+            raise ValueError(f"max_paths must be at least 1, got {max_paths!r}")
+        self.max_paths = max_paths
+        self.paths = 0
+        self.shapes: OrderedDict[tuple[bool, tuple[str, ...]], IdentitySet] = OrderedDict()
+
+    def __call__(self, party_ballot: bool, declared: tuple[str, ...]) -> IdentitySet:
+        key = (party_ballot, declared)
+        shape = self.shapes.get(key)
+        if shape is not None:
+            self.shapes.move_to_end(key)
+            return shape
+        identities = identities_for(party_ballot, declared)
+        shape = self.shapes[key] = IdentitySet(identities, compile_identities(identities))
+        self.paths += len(declared) + 1
+        while self.paths > self.max_paths and len(self.shapes) > 1:
+            (_, evicted), _ = self.shapes.popitem(last=False)
+            self.paths -= len(evicted) + 1
+        return shape
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def clear(self) -> None:
+        self.shapes.clear()
+        self.paths = 0
+
+
+#: The identities of a document that declares these chart/caleg paths, compiled once per shape.
+identity_set = ShapeCache()
 
 
 def identities_for(party_ballot: bool, declared: tuple[str, ...]) -> tuple[Identity, ...]:

@@ -62,6 +62,9 @@ MALE_SHARE_SD = 0.04
 #: Share of TPS whose gender split is anything at all (overseas workers' units, barracks, prisons):
 #: keeps a skewed but real split from outweighing the misread prior.
 MALE_SHARE_ANY = 0.05
+#: How closely the voters who came follow their register's gender split: the concentration of a
+#: beta-binomial around the register's male share (women's and men's turnout differ by a few points).
+USERS_LIKE_REGISTER = 200.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,27 @@ def plausibility(counts: dict[str, int]) -> float:
         j, male = counts.get(f"{A}{group}_j"), counts.get(f"{A}{group}_l")
         if j is not None and male is not None and j >= 20:
             score += _male_share_log_density(male / j, j)
-    return score
+    return score + _users_like_register(counts)
+
+
+def _users_like_register(counts: dict[str, int]) -> float:
+    """Log likelihood of the DPT voters' male count given the register's male share (beta-binomial).
+
+    It tells an all-male unit (a prison, barracks) with a misread women's register (0 read as 50)
+    from a misread total: only the first keeps the voters' split like the register's.
+    """
+    register, register_male = counts.get(A + "pemilih_dpt_j"), counts.get(A + "pemilih_dpt_l")
+    voters, voters_male = counts.get(A + "pengguna_dpt_j"), counts.get(A + "pengguna_dpt_l")
+    if None in (register, register_male, voters, voters_male) or register <= 0 or not 0 <= voters_male <= voters:
+        return 0.0
+    share = min(max(register_male / register, 0.005), 0.995)
+    a, b = share * USERS_LIKE_REGISTER, (1 - share) * USERS_LIKE_REGISTER
+    k, n = voters_male, voters
+    return _log_beta(k + a, n - k + b) - _log_beta(a, b) + math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
 
 
 def _holds_everywhere(counts: dict[str, int], judged: tuple[Identity, ...], capacity: int) -> bool:
