@@ -6,9 +6,11 @@
 Runs the detectors over every envelope of a simulated night (with its revisions and anomalies) the way
 a worker does — revision states per ``kode_tps:jenis``, region sums and peer histograms per
 kecamatan/kabupaten — and measures the state as the worker stores it (the JSON key and value of each
-table entry, what the changelog topic and the table store hold). Prints bytes per TPS-ballot (mean,
-99th percentile, largest) by ballot type, bytes per region by level, and the whole per TPS-ballot
-with the regional state shared out; plus the process's peak memory.
+table entry, what the changelog topic and the table store hold), each state with its source position,
+``{"o": offset, "s": state}`` (stream/app.py ``BatchStates``; the offset taken as the night's envelope
+count, as if one partition held them all: an upper bound on its digits). Prints bytes per TPS-ballot
+(mean, 99th percentile, largest) by ballot type, bytes per region by level, and the whole per
+TPS-ballot with the regional state shared out; plus the process's peak memory.
 """
 
 from __future__ import annotations
@@ -50,19 +52,23 @@ def measure(provinces: list[str] | None, jenis: tuple[str, ...], seed: int) -> N
             envelopes += 1
         inspector.monitor.flush()
     seconds = time.perf_counter() - started
+
+    def stored(state: object) -> bytes:  # as BatchStates stores it, with its source position
+        return orjson.dumps({"o": envelopes, "s": state})
+
     scope = ",".join(provinces) if provinces else "national"
     print(f"\n{scope}, {'+'.join(jenis)}: {summary.tps:,} TPS, {envelopes:,} envelopes in {seconds:.0f} s")
     by_jenis: dict[str, list[int]] = defaultdict(list)
     for key, state in revisions.items():  # form layouts (field names once per layout) are shared: counted apart
         by_jenis["layouts (shared)" if key.startswith("layout:") else key.rsplit(":", 1)[1]].append(
-            len(orjson.dumps(key)) + len(orjson.dumps(state)))  # fmt: skip
+            len(orjson.dumps(key)) + len(stored(state)))  # fmt: skip
     print(f"  {'revision state':<26}{'units':>10}{'mean B':>9}{'p99 B':>8}{'max B':>8}")
     for name, sizes in sorted(by_jenis.items()):
         a = np.array(sizes)
         print(f"  {name:<26}{len(a):>10,}{a.mean():>9.0f}{np.quantile(a, 0.99):>8.0f}{a.max():>8,}")
     by_level: dict[str, list[int]] = defaultdict(list)
     for key, state in regions.items():
-        by_level[key.split(":", 1)[0]].append(len(orjson.dumps(key)) + len(orjson.dumps(state)))
+        by_level[key.split(":", 1)[0]].append(len(orjson.dumps(key)) + len(stored(state)))
     print(f"  {'regional state':<26}{'regions':>10}{'mean B':>9}{'p99 B':>8}{'max B':>8}")
     for name, sizes in sorted(by_level.items()):
         a = np.array(sizes)

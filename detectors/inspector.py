@@ -76,10 +76,12 @@ class TpsInspector:
     def _find(self, tally: Tally):
         return find(tally, self.capacity)
 
-    def commit(self, inspection: Inspection) -> None:
+    def commit(self, inspection: Inspection) -> list[str]:
+        """Store the revision state and update the regional state; return the regional keys changed."""
         self.states[inspection.key] = inspection.state
-        if self.monitor is not None:
-            self.monitor.apply(inspection.tally, inspection.previous, inspection.profile)
+        if self.monitor is None:
+            return []
+        return self.monitor.apply(inspection.tally, inspection.previous, inspection.profile)
 
     def __call__(self, tally: Tally) -> list[Alert]:
         """Inspect and commit at once (offline use)."""

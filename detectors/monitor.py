@@ -19,7 +19,7 @@ Peer outliers
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -108,13 +108,21 @@ class RegionalMonitor:
     ``states`` maps :func:`region_key` (and ``peers:<kabkota>:<jenis>``) to JSON-able states: a dict
     offline, a changelog-backed table in the stream. Objects are cached; :meth:`flush` writes the
     changed ones back and returns them (the stream sends them to the assessor).
+
+    ``holds(key)``, when given, says whether the stored state of ``key`` already holds the submission
+    being inspected: the stream, redoing submissions after a crash, passes one that compares the source
+    offset stored with the state (stream/app.py). A held state is not changed again by :meth:`apply`, and
+    :meth:`score` raises nothing against it (it holds later forms; the submission's alerts were
+    published before its state was stored). Offline there is nothing to redo.
     """
 
-    def __init__(self, states: MutableMapping[str, Any] | None = None, far: float = PEER_FAR, min_peers: int = PEER_MIN):
+    def __init__(self, states: MutableMapping[str, Any] | None = None, far: float = PEER_FAR, min_peers: int = PEER_MIN,
+                 holds: Callable[[str], bool] | None = None):  # fmt: skip
         self.states: MutableMapping[str, Any] = {} if states is None else states
         self.persist = states is not None
         self.far = far
         self.min_peers = min_peers
+        self.holds = holds
         self.sums: dict[str, RegionSums] = {}
         self.peers: dict[str, PeerHistograms] = {}
         self.changed: set[str] = set()
@@ -143,33 +151,47 @@ class RegionalMonitor:
         """The peer-outlier alert of a form against its kabupaten's TPS so far (no state changes)."""
         if new is None:
             return []
+        if self.holds is not None and any(map(self.holds, self.keys(tally))):
+            return []
         peers = self._peers(f"peers:{tally.kode_tps[:4]}:{tally.jenis}")
         leader = self.region(region_key("kabkota", tally.kode_tps[:4], tally.jenis)).leader()
         alert = self._score(tally, new, leader, peers)
         return [] if alert is None else [alert]
 
-    def apply(self, tally: Tally, old: Profile | None, new: Profile | None) -> None:
-        """Replace the TPS's previous profile ``old`` by ``new`` in its regions and peer histograms."""
+    @staticmethod
+    def keys(tally: Tally) -> list[str]:
+        """The states a TPS's form changes: its kecamatan's and kabupaten's sums, its kabupaten's peers."""
+        regions = [region_key(level, code, tally.jenis) for level, code in regions_of(tally.kode_tps).items()]
+        return [*regions, f"peers:{tally.kode_tps[:4]}:{tally.jenis}"]
+
+    def apply(self, tally: Tally, old: Profile | None, new: Profile | None) -> list[str]:
+        """Replace the TPS's previous profile ``old`` by ``new`` in its regions and peer histograms; return
+        the keys changed (none that ``holds`` says already hold this submission)."""
         if old == new:
-            return
-        jenis = tally.jenis
-        keys = [region_key(level, code, jenis) for level, code in regions_of(tally.kode_tps).items()]
-        peers_key = f"peers:{tally.kode_tps[:4]}:{jenis}"
-        peers = self._peers(peers_key)
-        if old is not None:
-            peers.add(old, -1)
-        if new is not None:
-            peers.add(new)
-        withdrawn = contribution(old) if old is not None else None
-        added = contribution(new) if new is not None else None
-        for key in keys:
-            sums = self.region(key)
-            if old is not None:
-                sums.add(old, -1, withdrawn)
-            if new is not None:
-                sums.add(new, 1, added)
-            self.changed.add(key)
-        self.changed.add(peers_key)
+            return []
+        changed = []
+        contributions = None
+        for key in self.keys(tally):
+            if self.holds is not None and self.holds(key):
+                continue
+            if key.startswith("peers:"):
+                peers = self._peers(key)
+                if old is not None:
+                    peers.add(old, -1)
+                if new is not None:
+                    peers.add(new)
+            else:
+                if contributions is None:
+                    contributions = tuple(contribution(p) if p is not None else None for p in (old, new))
+                withdrawn, added = contributions
+                sums = self.region(key)
+                if old is not None:
+                    sums.add(old, -1, withdrawn)
+                if new is not None:
+                    sums.add(new, 1, added)
+            changed.append(key)
+        self.changed.update(changed)
+        return changed
 
     def _score(self, tally: Tally, p: Profile, leader: str | None, peers: PeerHistograms) -> Alert | None:
         n = peers.n

@@ -16,10 +16,14 @@ table: the inspecting agent does not publish a TPS alert whose id the desk has c
 from the regional topic's partition and holds no verdicts.
 
 Delivery is at-least-once (the embedded broker has no transactions): a batch's alerts and dead
-letters are acknowledged by the broker *before* its revision states are written to the table and its
-offsets committed (a verdict batch's dead letters likewise before its suppression states). A crash in
-between reprocesses the batch; alert ids are deterministic, so that yields the same alerts again,
-never a second, distinct one; a verdict learned twice changes nothing.
+letters are acknowledged by the broker *before* its region and revision states are written to the
+tables and its offsets committed (a verdict batch's dead letters likewise before its suppression
+states). A crash in between makes the restarted worker consume the batch again, with tables that may
+already hold it; processing is idempotent by source position (:meth:`Pipeline.process`): every revision
+and region state carries the offset of the last submission that changed it, and what a state already
+holds is not applied to it again. Alert ids are deterministic, so what is redone yields the same alerts
+again, never a second, distinct one. The suppression table needs no position: the verdict in force is
+the latest by (decided_at, verdict_id), so a verdict learned twice changes nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import functools
 import base64
 import hashlib
 import logging
+import math
 import time
 from collections.abc import MutableMapping
 from datetime import datetime, timezone
@@ -44,7 +49,7 @@ from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import RegionalMonitor
 from pantau.detectors.regional import RegionSums
-from pantau.detectors.revision import State
+from pantau.detectors.revision import State, state_key
 from pantau.detectors.suppression import Suppressions
 from pantau.schemas import DeadLetter, InvalidSubmission, normalize, parse_envelope, parse_verdict, verdict_key
 
@@ -128,20 +133,48 @@ class BatchStates(MutableMapping[str, State]):
     :meth:`flush` stores the states that changed and writes them to the table's changelog, on the
     partition of the submission they came from (the tables are co-partitioned with the submissions
     topic, so a rebalanced worker recovers exactly the states of its partitions).
+
+    With ``positions``, each state is stored with its *source position*, the offset (on its partition)
+    of the last submission that changed it: ``{"o": offset, "s": state}``. Reading returns the bare state
+    (the detectors never see offsets); :meth:`position` returns the offset. A worker redoing the
+    submissions it consumed but did not commit before a crash skips what a state already holds
+    (:meth:`Pipeline.process`). With ``keep_unchanged``, writing a state equal to the current one
+    changes nothing, not even the position: an identical resubmission does not move it (so the position
+    does not depend on where batches begin), and redoing one is harmless, it changes nothing either.
     """
 
-    def __init__(self, table: faust.Table):
+    def __init__(self, table: faust.Table, positions: bool = False, keep_unchanged: bool = False):
         self.table = table
-        self.pending: dict[str, tuple[State, int]] = {}
+        self.positions = positions
+        self.keep_unchanged = keep_unchanged
+        self.pending: dict[str, tuple[State, int, int | None]] = {}
         self.partition = 0
+        self.offset: int | None = None  # the source offset written with the states set (``positions``)
+
+    def _stored(self, key: str) -> tuple[Any, int | None]:
+        value = self.table.data[key]
+        if self.positions and type(value) is dict and len(value) == 2 and "o" in value and "s" in value:
+            return value["s"], value["o"]
+        return value, None  # no position: written without (or before) them
 
     def __getitem__(self, key: str) -> State:
         if key in self.pending:
             return self.pending[key][0]
-        return self.table.data[key]
+        return self._stored(key)[0]
+
+    def position(self, key: str) -> int | None:
+        """The source offset of the last submission that changed ``key``'s state, if known."""
+        if key in self.pending:
+            return self.pending[key][2]
+        try:
+            return self._stored(key)[1]
+        except KeyError:
+            return None
 
     def __setitem__(self, key: str, state: State) -> None:
-        self.pending[key] = (state, self.partition)
+        if self.keep_unchanged and self.get(key) == state:
+            return
+        self.pending[key] = (state, self.partition, self.offset)
 
     def __delitem__(self, key: str) -> None:
         raise NotImplementedError("revision states are never deleted")
@@ -157,12 +190,13 @@ class BatchStates(MutableMapping[str, State]):
         data = self.table.data
         topic = self.table.changelog_topic.get_topic_name()
         sends = []
-        for key, (state, partition) in self.pending.items():
-            if data.get(key) == state:  # an identical resubmission changes nothing
+        for key, (state, partition, offset) in self.pending.items():
+            value = {"o": offset, "s": state} if self.positions and offset is not None else state
+            if data.get(key) == value:  # an identical resubmission changes nothing
                 continue
-            data[key] = state
+            data[key] = value
             # encoded as Faust's json codec would, so that recovery reads it like any table write
-            sends.append(await producer.send(topic, orjson.dumps(key), orjson.dumps(state), partition))
+            sends.append(await producer.send(topic, orjson.dumps(key), orjson.dumps(value), partition))
         self.pending.clear()
         for metadata in await asyncio.gather(*sends):
             data.set_persisted_offset(TP(metadata.topic, metadata.partition), metadata.offset)
@@ -179,11 +213,12 @@ class Pipeline:
                                      partitions=settings.partitions)  # fmt: skip
         self.table = app.Table(REVISION_TABLE, default=None, partitions=settings.partitions,
                                help="Revision state per kode_tps:jenis")  # fmt: skip
-        self.states = BatchStates(self.table)
+        self.states = BatchStates(self.table, positions=True, keep_unchanged=True)
         self.region_table = app.Table(REGION_TABLE, default=None, partitions=settings.partitions,
                                       help="Region sums and peer histograms per kecamatan/kabkota:jenis")  # fmt: skip
-        self.region_states = BatchStates(self.region_table)
-        self.monitor = RegionalMonitor(self.region_states, far=settings.peer_far)
+        self.region_states = BatchStates(self.region_table, positions=True)
+        self.monitor = RegionalMonitor(self.region_states, far=settings.peer_far,
+                                       holds=lambda key: self._holds(self.region_states, key))  # fmt: skip
         self.changelog = ChangelogProducer(settings.bootstrap, settings.changelog_batch_bytes, settings.max_message_bytes,
                                            security=settings.aiokafka_options())  # fmt: skip
         app.add_dependency(self.changelog)
@@ -196,26 +231,52 @@ class Pipeline:
         self.suppressions = Suppressions(self.suppression_states)
         self.processed_offsets: dict[int, int] = {}
         self.kabkota_partition: dict[str, int] = {}
+        #: (partition, offset) of the submission being inspected; offset None: not comparable (not keyed by kab/kota)
+        self.position: tuple[int, int | None] = (0, None)
+        #: Per submissions partition held, the stored source positions trusted: those below this offset.
+        self.trusted: dict[int, float] = {}
+        #: Per region key changed in this batch, the position of the last submission that changed it.
+        self.region_positions: dict[str, tuple[int, int | None]] = {}
 
     async def process(self, events: list[faust.EventT]) -> None:
         """Inspect a batch; publish its alerts and dead letters; then store its states.
 
         Sends go straight to the producer: Faust's topic-send machinery (futures, buffer, sensors)
         costs several times the detectors' own ~45 µs per submission (bench/bench_stream.py).
+
+        Idempotent by source position. A worker killed after storing a batch's states but before its
+        offsets were committed is restarted from the committed offsets, and redoes submissions its
+        recovered states already hold. Each state carries the offset of the last submission that changed
+        it (:class:`BatchStates`; a key's submissions all come from one partition, in order), so a
+        redone submission is recognised: when its revision state holds it, it is skipped outright
+        (``pantau_submissions_total{outcome="redelivered"}``; its alerts were published before the state
+        was stored); otherwise it is inspected against the revision state that does not hold it yet,
+        and its contribution is added only to the region sums and peer histograms that do not hold it
+        either (:class:`~pantau.detectors.monitor.RegionalMonitor` ``holds``). The region states are
+        stored before the revision states, so a crash between the two leaves the region states ahead,
+        which this skips, never behind.
         """
         producer = self.app.producer
         sends = []
         published = []
         suppressed = []
-        processed = 0
+        processed = redelivered = 0
         for event in events:
             message = event.message
             started = time.perf_counter()
             try:
                 envelope = parse_envelope(message.value)
-                self.states.partition = message.partition
+                tally = normalize(envelope)
                 self.kabkota_partition[envelope.kode_tps[:4]] = message.partition
-                inspection = self.inspector.inspect(normalize(envelope))
+                # A submission not keyed by its kab/kota code may share a TPS with another partition, whose
+                # offsets are not comparable: its states are stored without a position.
+                keyed = message.key == envelope.kode_tps[:4].encode()
+                self.position = (message.partition, message.offset if keyed else None)
+                if self._holds(self.states, state_key(tally)):
+                    redelivered += 1
+                    continue
+                self.states.partition, self.states.offset = self.position
+                inspection = self.inspector.inspect(tally)
             except InvalidSubmission as exc:
                 sends.append(await self._dead_letter(message, exc.code, exc.reason, self.metrics.submissions))
                 continue
@@ -223,7 +284,8 @@ class Pipeline:
                 log.exception("inspecting %s[%s]@%s failed", message.topic, message.partition, message.offset)
                 sends.append(await self._dead_letter(message, "error", f"{type(exc).__name__}: {exc}", self.metrics.submissions))
                 continue
-            self.inspector.commit(inspection)
+            for key in self.inspector.commit(inspection):
+                self.region_positions[key] = self.position
             self.metrics.processing.observe(time.perf_counter() - started)
             if inspection.first:
                 self.metrics.tps_first_seen.labels(envelope.kode_tps[:2], envelope.jenis).inc()
@@ -236,6 +298,8 @@ class Pipeline:
                 sends.append(await producer.send(self.settings.topic_alerts, alert.region.encode(), value, None, None, None))
                 published.append((alert, envelope.received_at))
         self.metrics.submissions.labels("processed").inc(processed)
+        if redelivered:
+            self.metrics.submissions.labels("redelivered").inc(redelivered)
         for key, sums in self._changed_regions().items():
             sends.append(await producer.send(self.settings.topic_regional, key.encode(), orjson.dumps(sums.to_state()),
                                              None, None, None))  # fmt: skip
@@ -247,11 +311,48 @@ class Pipeline:
                 self.metrics.alert_latency.observe(max((now - received_at).total_seconds(), 0.0))
         for alert in suppressed:
             self.metrics.suppressed.labels(alert.detector).inc()
-        await self.states.flush(self.changelog)
+        # Region states first: after a crash between the two flushes they hold submissions whose
+        # revision states do not, and a redone submission then skips them (never adds itself twice).
         await self.region_states.flush(self.changelog)
+        await self.states.flush(self.changelog)
         for event in events:
             self.processed_offsets[event.message.partition] = event.message.offset
         self.metrics.batch_size.observe(len(events))
+
+    def _holds(self, states: BatchStates, key: str) -> bool:
+        """Whether ``key``'s state already holds the submission being inspected (:attr:`position`)."""
+        partition, offset = self.position
+        if offset is None:
+            return False
+        at = states.position(key)
+        return at is not None and offset <= at < self.trusted.get(partition, -1)
+
+    async def trust_positions(self) -> None:
+        """After a rebalance, before the streams resume: which stored source positions to trust.
+
+        A position means "this state holds the submissions up to offset o" only on the log it was read
+        from. Where the group has a committed offset for a partition it is that log (Faust is about to
+        resume from that offset). Where it has none -- a new group, or a broker that lost its data and
+        came back with new, empty topics while this worker kept its tables in memory
+        (tests/test_outage.py) -- only positions below the partition's end offset now can be real; the
+        rest are ignored, so submissions re-published at offsets already seen are inspected, never
+        skipped. (Tansu's ListOffsets can report too small an end offset, stream/broker.py: then fewer
+        positions are trusted, and a redo within a new group's first commit interval is not recognised.)
+        """
+        consumer = self.app.consumer
+        held = [tp for tp in consumer.assignment() if tp.topic == self.settings.topic_submissions]
+        trusted: dict[int, float] = {}
+        try:
+            committed = {(tp.topic, tp.partition): offset for tp, offset in (await consumer.seek_to_committed()).items()}
+            fresh = [tp for tp in held if not committed.get((tp.topic, tp.partition))]
+            ends = {tp.partition: offset for tp, offset in (await consumer.highwaters(*fresh)).items()} if fresh else {}
+            for tp in held:
+                trusted[tp.partition] = math.inf if committed.get((tp.topic, tp.partition)) else ends.get(tp.partition, 0)
+        except Exception:  # not knowing, trust nothing: redone submissions are inspected again
+            log.warning("committed and end offsets unknown after the rebalance: stored source positions not trusted",
+                        exc_info=True)  # fmt: skip
+            trusted = {}
+        self.trusted = trusted
 
     async def learn(self, events: list[faust.EventT]) -> None:
         """Take a batch of desk verdicts into the suppression table; dead-letter the invalid ones."""
@@ -280,7 +381,10 @@ class Pipeline:
         """The region sums this batch changed, staged on their kabupaten's partition."""
         staged = {}
         for key in sorted(self.monitor.changed):
-            self.region_states.partition = self.kabkota_partition[key.split(":")[1][:4]]
+            position = self.region_positions.pop(key, None)
+            if position is None:  # not changed by a submission of this batch (not expected): no position
+                position = (self.kabkota_partition[key.split(":")[1][:4]], None)
+            self.region_states.partition, self.region_states.offset = position
             staged.update(self.monitor.flush_one(key))
         return staged
 
@@ -439,6 +543,8 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
     @app.on_rebalance_complete.connect
     async def forget_regions(sender: Any, **kwargs: Any) -> None:
         pipeline.monitor.forget()  # the region states of the partitions held now are in the table
+        pipeline.region_positions.clear()
+        await pipeline.trust_positions()
 
     @app.timer(interval=2.0)
     async def report_lag() -> None:

@@ -35,7 +35,8 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.submissions = Counter(
-            "pantau_submissions", "Submissions consumed, by outcome (processed or deadlettered).",
+            "pantau_submissions", "Submissions consumed, by outcome (processed; deadlettered; redelivered: consumed "
+            "again after a worker crash, its state already held it, skipped).",
             ["outcome"], registry=r,
         )  # fmt: skip
         self.alerts = Counter(
@@ -81,7 +82,7 @@ class Metrics:
             self.tps_expected.labels(provinsi).set(count)
             for jenis in JENIS:  # from zero, so increase() counts the first TPS of a province too
                 self.tps_first_seen.labels(provinsi, jenis)
-        for outcome in ("processed", "deadlettered"):
+        for outcome in ("processed", "deadlettered", "redelivered"):
             self.submissions.labels(outcome)
         for outcome in ("applied", "outdated", "deadlettered"):
             self.verdicts.labels(outcome)

@@ -634,7 +634,7 @@ def test_a_worker_dead_letters_every_hostile_message_and_stays_up(workers):
     assert workers.failure() is None
     samples = metrics_samples(settings.web_port)
     outcomes = {dict(labels)["outcome"]: v for labels, v in by_name(samples, "pantau_submissions_total").items()}
-    assert outcomes == {"processed": 1000, "deadlettered": 2 * len(hostile)}, outcomes
+    assert outcomes == {"processed": 1000, "deadlettered": 2 * len(hostile), "redelivered": 0}, outcomes
     by_code = {dict(labels)["reason"]: v for labels, v in by_name(samples, "pantau_deadletters_total").items()}
     assert by_code == {code: 2 * n for code, n in Counter(exc.code for *_, exc in hostile).items()}, by_code
 
