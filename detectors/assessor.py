@@ -30,7 +30,7 @@ from scipy import stats
 from pantau.schemas import Alert
 from pantau.schemas.alert import alert_id
 
-from .regional import RegionSums, RegionTest, describe, region_tests
+from .regional import RegionSums, RegionTest, describe, fingerprint_test, region_tests
 
 LEVELS = ("kecamatan", "kabkota", "provinsi")
 FDR = 0.01
@@ -117,6 +117,7 @@ class RegionalAssessor:
                 dirty.add(f"provinsi:{region[:2]}:{jenis}")
         for key in sorted(k for k in dirty if k.startswith("provinsi:")):
             self.provinces[key] = self._merged(self.children[key])
+        changed = set(dirty)
         for key in list(dirty):  # a region's parent changed: its peer rate did too
             if not key.startswith("kecamatan:"):
                 dirty.update(self.children.get(key, ()))
@@ -137,7 +138,11 @@ class RegionalAssessor:
             if sums.count == 0:
                 self.results.pop(key, None)
                 continue
-            self.results[key] = region_tests(sums, parent)
+            if key in changed or key not in self.results:
+                self.results[key] = region_tests(sums, parent)
+            else:  # only its parent changed, and of its tests only the fingerprint's depends on the parent
+                self.results[key] = [fingerprint_test(sums, parent) if test.name == "fingerprint" else test
+                                     for test in self.results[key]]  # fmt: skip
         self.dirty.clear()
         alerts: list[Alert] = []
         for level in LEVELS:

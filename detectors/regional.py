@@ -406,7 +406,7 @@ def region_tests(sums: RegionSums, parent: RegionSums | None = None) -> list[Reg
         _ratio_test("adjacent_digits", v, "adj", 0.18),
         _bernoulli("p05s", g("p05_hits"), g("p05_q"), g("p05_v"), g("pct_m"), "greater", UNIFORM_05),
         _bernoulli("integer_percent", g("int_hits"), g("int_q"), g("int_v"), g("pct_m"), "greater"),
-        _fingerprint(sums, parent),
+        fingerprint_test(sums, parent),
         _dip(sums),
     ]
     return tests
@@ -430,7 +430,7 @@ def _last_digit_uniformity(v: np.ndarray) -> RegionTest:
                       "last_digit", round(uniform, 4))  # fmt: skip
 
 
-def _fingerprint(sums: RegionSums, parent: RegionSums | None) -> RegionTest:
+def fingerprint_test(sums: RegionSums, parent: RegionSums | None) -> RegionTest:
     """Klimek's 100%/100% mass: stations with turnout and leader share both ≥ 95%, against the rate in
     the rest of the parent region (binomial, one-sided; a Jeffreys-smoothed rate so that a parent with
     none does not make one station impossible)."""
