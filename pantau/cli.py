@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                      help="replay processes (default: one per core); the report is the same for any number")
     aud.add_argument("--assess-every", type=int, metavar="N",
-                     help="records between two regional assessments (default: as pantau replay, 5,000)")
+                     help="records between two regional assessments (default: as pantau replay, 50,000)")
     aud.add_argument("--verdicts", metavar="FILE.jsonl", help="desk verdicts to join (an export of the verdicts topic)")
     aud.add_argument("--desk-db", metavar="URL", help="desk database (SQLAlchemy URL or SQLite file) to join verdicts from")
 

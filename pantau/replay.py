@@ -55,8 +55,10 @@ class ReplaySummary:
             self.rejections.append((record.source, record.line, record.error.reason))
 
 
-#: Records between two regional assessments (the stream assesses on a timer instead).
-ASSESS_EVERY = 5000
+#: Records between two regional assessments (the stream assesses on a timer instead). An assessment
+#: re-tests every region that changed, ~0.1 ms each: on a national archive in arrival order, where
+#: every round touches most kecamatan, this keeps it to ~100 rounds for ~5 M documents.
+ASSESS_EVERY = 50_000
 
 
 def replay(
