@@ -176,8 +176,19 @@ SURPRISE = {
 TOP = 3
 
 
-def contribution(p: Profile) -> tuple[np.ndarray, dict[str, list[float]]]:
-    """One station's vector (layout :data:`FIELDS`) and its per-candidate sums (:data:`CANDIDATE_FIELDS`)."""
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One station's share of its regions' sums, computed once for all of them: its vector (layout
+    :data:`FIELDS`), its per-candidate sums (:data:`CANDIDATE_FIELDS`) and its excess per digit test
+    (observed − expected, which ranks a region's top contributors)."""
+
+    vector: np.ndarray
+    candidates: dict[str, np.ndarray]
+    excess: dict[str, float]
+
+
+def contribution(p: Profile) -> Contribution:
+    """One station's :class:`Contribution`."""
     v = [0.0] * len(FIELDS)  # a list while summing: numpy item access costs ~10x a list's, per field
     v[IX["tps"]] = 1.0
     pattern = _COUNT_FIELDS
@@ -223,8 +234,9 @@ def contribution(p: Profile) -> tuple[np.ndarray, dict[str, list[float]]]:
     candidates = {}
     for key, x in p.counts:
         s, vr = x / p.valid, x / p.register
-        candidates[key] = [x, p.valid, s, s * s, t * s, vr, t * vr, float(t >= HIGH and s >= HIGH)]
-    return np.array(v), candidates
+        candidates[key] = np.array([x, p.valid, s, s * s, t * s, vr, t * vr, float(t >= HIGH and s >= HIGH)], dtype=float)
+    excess = {test: v[IX[a]] - v[IX[b]] for test, (a, b) in SURPRISE.items()}
+    return Contribution(np.array(v), candidates, excess)
 
 
 class _CountFields:
@@ -273,25 +285,42 @@ class RegionSums:
     def turnout_mean(self) -> float:
         return float(self.vector[IX["t1"]]) / self.count if self.count else math.nan
 
-    def add(self, p: Profile, sign: int = 1, contributed: tuple[np.ndarray, dict[str, list[float]]] | None = None) -> None:
+    def add(self, p: Profile, sign: int = 1, contributed: Contribution | None = None) -> None:
         """Add a station (``sign=-1``: withdraw one added before); ``contributed`` is its
         :func:`contribution` when the caller already has it (one station, several regions)."""
-        v, candidates = contributed or contribution(p)
-        self.vector += sign * v
-        for key, values in candidates.items():
+        share = contributed or contribution(p)
+        if sign > 0:
+            self.vector += share.vector
+        else:
+            self.vector -= share.vector
+        for key, values in share.candidates.items():
             current = self.candidates.get(key)
             if current is None:
                 current = self.candidates[key] = np.zeros(len(CANDIDATE_FIELDS))
-            current += sign * np.asarray(values)
+            if sign > 0:
+                current += values
+            else:
+                current -= values
         self._sample(sample_key(p.kode_tps), p.turnout, sign)
-        for test in self.top:
-            self.top[test] = [entry for entry in self.top[test] if entry[1] != p.kode_tps]
+        kode = p.kode_tps
+        for test, entries in self.top.items():
+            if any(entry[1] == kode for entry in entries):
+                self.top[test] = [entry for entry in entries if entry[1] != kode]
         if sign > 0:
-            excess = {test: float(v[IX[a]] - v[IX[b]]) for test, (a, b) in SURPRISE.items()}
+            excess = dict(share.excess)
             leader = self.leader()
-            if leader is not None and leader in candidates:
-                excess["fingerprint"] = candidates[leader][CX["hi"]]
-            self._top({test: [[abs(x), p.kode_tps, round(x, 4)]] for test, x in excess.items() if abs(x) > 1e-9})
+            if leader is not None and leader in share.candidates:
+                excess["fingerprint"] = float(share.candidates[leader][CX["hi"]])
+            for test, x in excess.items():
+                if abs(x) > 1e-9:
+                    self._enter(test, [abs(x), kode, round(x, 4)])
+
+    def _enter(self, test: str, entry: list) -> None:
+        """:meth:`_top` for one entry, without sorting when it does not make the top."""
+        current = self.top.get(test)
+        if current is not None and len(current) >= TOP and (-entry[0], entry[1]) >= (-current[-1][0], current[-1][1]):
+            return
+        self._top({test: [entry]})
 
     def _top(self, entries: dict[str, list[list]]) -> None:
         for test, new in entries.items():
