@@ -234,3 +234,18 @@ def test_the_sample_report_in_docs_is_what_its_documented_command_writes(tmp_pat
     for name in ("alerts.csv", "alerts.jsonl", "regions.csv"):
         assert (tmp_path / name).read_bytes() == (sample / name).read_bytes(), name
     assert without_versions((tmp_path / "index.html").read_bytes()) == without_versions((sample / "index.html").read_bytes())
+
+
+def test_coverage_counts_only_the_ballots_a_province_votes(tmp_path):
+    """Jakarta elects no DPRD kabupaten/kota: its expected TPS-ballots are its TPS × 4 ballot types, not 5."""
+    night = tmp_path / "night.jsonl"
+    simulate(night, kabkota=["3171", "3471"], jenis=("ppwp", "pdpr", "pdpd", "pdprdp", "pdprdk"), seed=2,
+             synthetic_registry=True, anomalies=[])  # fmt: skip
+    audit([night], tmp_path / "report")
+    with open(tmp_path / "report" / "regions.csv", encoding="utf-8", newline="") as rows:
+        regions = {r["provinsi"]: r for r in csv.DictReader(rows)}
+    from pantau.stream.metrics import expected_tps
+
+    tps = expected_tps()
+    assert int(regions["31"]["tps_ballots_expected"]) == 4 * tps["31"]
+    assert int(regions["34"]["tps_ballots_expected"]) == 5 * tps["34"]

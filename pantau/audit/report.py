@@ -67,6 +67,12 @@ def province_names() -> dict[str, str]:
     return json.loads(raw)["names"]
 
 
+def ballots_not_held() -> dict[str, set[str]]:
+    """Per province, the ballot types its TPS do not vote (shipped with the TPS counts)."""
+    raw = json.loads(resources.files("pantau").joinpath("data/tps_expected.json").read_bytes())
+    return {code: set(jenis) for code, jenis in raw.get("ballots_not_held", {}).items() if code != "_"}
+
+
 def latest_verdicts(verdicts: Iterable[Verdict]) -> dict[str, Verdict]:
     """The verdict in force per alert id: the latest decided (ties: the larger verdict id)."""
     latest: dict[str, Verdict] = {}
@@ -162,6 +168,7 @@ def build_context(run: AuditRun, inputs: list[InputFile], verdicts: dict[str, Ve
                   verdict_source: str | None) -> dict[str, Any]:  # fmt: skip
     names = province_names()
     expected = expected_tps()
+    not_held = ballots_not_held()
     totals, summary, alerts = run.totals, run.summary, run.alerts
     jenis_seen = sorted({j for _, j in totals.documents}, key=list(JENIS_NAMES).index)
     tps_alerts = [a for a in alerts if a.kode_tps]
@@ -178,7 +185,7 @@ def build_context(run: AuditRun, inputs: list[InputFile], verdicts: dict[str, Ve
     for code in provinces:
         docs = sum(n for (p, _), n in totals.documents.items() if p == code)
         tps = sum(n for (p, _), n in totals.tps.items() if p == code)
-        want = expected.get(code, 0) * len(jenis_seen)
+        want = expected.get(code, 0) * sum(1 for j in jenis_seen if j not in not_held.get(code, ()))
         mine = [a for a in tps_alerts if a.region[:2] == code]
         sev = Counter(a.severity for a in mine)
         province_rows.append({
@@ -237,7 +244,8 @@ def build_context(run: AuditRun, inputs: list[InputFile], verdicts: dict[str, Ve
         },  # fmt: skip
         "jenis": [{"jenis": j, "name": JENIS_NAMES[j], "documents": sum(n for (_, jj), n in totals.documents.items() if jj == j),
                    "tps": sum(n for (_, jj), n in totals.tps.items() if jj == j),
-                   "expected": sum(expected.get(p, 0) for p in provinces)} for j in jenis_seen],  # fmt: skip
+                   "expected": sum(expected.get(p, 0) for p in provinces if j not in not_held.get(p, ()))}
+                  for j in jenis_seen],  # fmt: skip
         "detectors": detector_rows,
         "provinces": province_rows,
         "arrivals": arrivals,
