@@ -470,8 +470,10 @@ def fingerprint_test(sums: RegionSums, parent: RegionSums | None) -> RegionTest:
     hits = int(round(sums.candidates[leader][CX["hi"]]))
     rest_n, rest_hits = 0, 0
     if parent is not None and leader in parent.candidates:
-        rest_n = parent.count - n
-        rest_hits = int(round(parent.candidates[leader][CX["hi"]])) - hits
+        # In the stream a region's and its parent's sums arrive as separate messages: the parent's may
+        # lag and hold fewer stations for a moment. Then it says nothing about the rest.
+        rest_n = max(parent.count - n, 0)
+        rest_hits = min(max(int(round(parent.candidates[leader][CX["hi"]])) - hits, 0), rest_n)
     rate = (rest_hits + 0.5) / (rest_n + 1)
     pvalue = float(stats.binom.sf(hits - 1, n, rate)) if hits else 1.0
     std = math.sqrt(rate * (1 - rate) / n)

@@ -473,7 +473,11 @@ class Assessment:
         if not self.holds():
             self.assessor = None  # another worker assesses; rebuild from the tables if it comes back
             return
-        alerts = self.current().assess()
+        try:
+            alerts = self.current().assess()
+        except Exception:  # a bug in the statistics must not stop the worker: the regions stay dirty, retried next time
+            log.exception("regional assessment failed")
+            return
         producer = self.app.producer
         sends = [await producer.send(self.settings.topic_alerts, a.region.encode(), a.to_json(), None, None, None) for a in alerts]
         await asyncio.gather(*sends)

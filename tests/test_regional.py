@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -12,7 +13,7 @@ from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import PeerHistograms, RegionalMonitor
-from pantau.detectors.regional import FIELDS, Profile, RegionSums, describe, region_tests
+from pantau.detectors.regional import FIELDS, Profile, RegionSums, describe, fingerprint_test, region_tests
 from pantau.replay import records_of, replay
 from pantau.simulate import simulate
 from pantau.simulate.truth import read_truth
@@ -233,3 +234,16 @@ def test_false_alarm_rate_on_real_provinces_is_at_most_nominal():
     for level in ("kecamatan", "kabkota", "provinsi"):
         testable = sum(len(v) for (lv, _), v in pvalues.items() if lv == level)
         assert flagged[level] <= max(1, 0.01 * testable), (level, flagged[level], testable)
+
+
+def test_a_parent_lagging_behind_its_region_says_nothing_about_the_rest():
+    """In the stream a kecamatan's sums can arrive before its kabupaten's: the parent then holds fewer
+    stations than the region for a moment (this crashed the assessing worker: math domain error)."""
+    region, parent = RegionSums(), RegionSums()
+    for i in range(40):
+        region.add(station(f"3404010001{i:03d}", (290, 5, 0), register=300))
+    for i in range(3):
+        parent.add(station(f"3404010001{i:03d}", (290, 5, 0), register=300))
+    test = fingerprint_test(region, parent)
+    assert test.n == 40 and test.statistic == 1.0 and test.expected == 0.5 and math.isfinite(test.std)
+    assert any(t.name == "fingerprint" for t in region_tests(region, parent))
