@@ -48,11 +48,18 @@ class ReplaySummary:
 
     MAX_LISTED_REJECTIONS = 20
 
-    def reject(self, record: Record) -> None:
-        assert record.error is not None
-        self.rejected[record.error.code] += 1
+    def reject(self, source: str, line: int, code: str, reason: str) -> None:
+        """Count a refused record (the first :attr:`MAX_LISTED_REJECTIONS` listed with their reason)."""
+        self.rejected[code] += 1
         if len(self.rejections) < self.MAX_LISTED_REJECTIONS:
-            self.rejections.append((record.source, record.line, record.error.reason))
+            self.rejections.append((source, line, reason))
+
+    def count(self, alert: Alert) -> None:
+        """Count an alert the replay writes."""
+        self.alerts[alert.detector] += 1
+        self.severities[alert.severity] += 1
+        if alert.kode_tps:
+            self.flagged_tps.add(f"{alert.kode_tps}:{alert.jenis}")
 
 
 #: Records between two regional assessments (the stream assesses on a timer instead). An assessment
@@ -89,16 +96,13 @@ def replay(
             if suppressions is not None and not suppressions.allows(alert):
                 summary.suppressed[alert.detector] += 1
                 continue
-            summary.alerts[alert.detector] += 1
-            summary.severities[alert.severity] += 1
-            if alert.kode_tps:
-                summary.flagged_tps.add(f"{alert.kode_tps}:{alert.jenis}")
+            summary.count(alert)
             yield alert
 
     regional = assessor is not None and inspector.monitor is not None
     for position, record in enumerate(records, 1):
         if record.envelope is None:
-            summary.reject(record)
+            summary.reject(record.source, record.line, record.error.code, record.error.reason)
         else:
             summary.documents += 1
             yield from emit(inspector(normalize(record.envelope)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import html
 import re
 from collections import Counter
@@ -131,8 +132,6 @@ def test_the_report_s_numbers_are_those_of_its_alert_files(reports, night):
 
 def test_the_report_records_its_inputs_and_configuration(reports, night):
     page = (reports[0] / "index.html").read_text(encoding="utf-8")
-    import hashlib
-
     assert hashlib.sha256(night.read_bytes()).hexdigest() in page
     assert hashlib.sha256(demo_data().read_bytes()).hexdigest() in page
     assert "2,000" in page.split('id="konfigurasi"')[1]  # assess every

@@ -17,10 +17,8 @@ requires the clean run's tables (states and source positions) and alerts.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,21 +27,12 @@ import faust
 import orjson
 import pytest
 
-HARNESS = Path(__file__).resolve().parents[1] / "bench" / "crash_harness.py"
-
-
-def load_harness():
-    """bench/ is not a package: the harness module, loaded from its file."""
-    spec = importlib.util.spec_from_file_location("pantau_bench_crash_harness", HARNESS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_bench
 
 
 @pytest.mark.broker
 def test_a_worker_killed_twice_gives_what_an_uninterrupted_worker_gives(tmp_path: Path):
-    harness = load_harness()
+    harness = load_bench("crash_harness")
     report = harness.run(n=3_000, kills=2, seed=1, workdir=tmp_path, say=print)
     summary = "\n".join(report.lines())
     print(summary)  # shown with a failure, with the work directory's worker logs

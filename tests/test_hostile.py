@@ -23,17 +23,14 @@ gives, publishes exactly the offline replay's alerts, and its RSS stays bounded.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import random
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from datetime import datetime, timezone
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -42,15 +39,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pantau import demo_data
-from pantau.detectors.form import Capacity
-from pantau.detectors.inspector import TpsInspector
-from pantau.detectors.monitor import RegionalMonitor
 from pantau.replay import replay
 from pantau.schemas import ADMIN_FIELDS, PARTY_BALLOTS, Alert, DeadLetter, InvalidSubmission, parse_envelope
 from pantau.schemas.sirekap import MAX_CALEG, MAX_DEPTH, MAX_ENTRIES, MAX_MESSAGE_BYTES
 from pantau.sources import read_records
 
-from .conftest import CONSISTENT_DOC, CURATED, MISREAD_DOC
+from .conftest import CONSISTENT_DOC, CURATED, MISREAD_DOC, load_bench
 from .test_stream import (  # noqa: F401  (broker and workers are the fixtures of test_stream.py)
     PROCESS_TIMEOUT,
     TopicReader,
@@ -65,19 +59,7 @@ from .test_stream import (  # noqa: F401  (broker and workers are the fixtures o
     workers,
 )
 
-FUZZ = Path(__file__).resolve().parents[1] / "bench" / "fuzz_ingest.py"
-
-
-def load_fuzz():
-    """bench/ is not a package: the fuzzing module, loaded from its file."""
-    spec = importlib.util.spec_from_file_location("pantau_bench_fuzz_ingest", FUZZ)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = load_fuzz()
+fuzz = load_bench("fuzz_ingest")
 OfflineWorker, Raw, Pairs = fuzz.OfflineWorker, fuzz.Raw, fuzz.Pairs
 CATEGORIES = fuzz.CATEGORIES
 
@@ -567,7 +549,6 @@ def health(port: int) -> tuple[int, dict]:
 @pytest.mark.broker
 def test_a_worker_dead_letters_every_hostile_message_and_stays_up(workers):
     from kafka import KafkaProducer
-
     from pantau.stream.app import ensure_topics
     from pantau.stream.ingest import envelope_bytes
 

@@ -162,20 +162,15 @@ def run_replay(paths: Sequence[str | Path], jobs: int = 1, assess_every: int = A
             if alert.alert_id in seen:
                 continue
             seen.add(alert.alert_id)
-            summary.alerts[alert.detector] += 1
-            summary.severities[alert.severity] += 1
-            if alert.kode_tps:
-                summary.flagged_tps.add(f"{alert.kode_tps}:{alert.jenis}")
+            summary.count(alert)
             alerts.append(alert)
 
     with _Shards(paths, jobs, assess_every) as shards:
         while True:
             rounds = shards.next_round()
             emit(alert for _, alert in heapq.merge(*(r.alerts for r in rounds), key=lambda pa: pa[0]))
-            for _, source, line, code, reason in heapq.merge(*(r.refused for r in rounds)):
-                summary.rejected[code] += 1
-                if len(summary.rejections) < summary.MAX_LISTED_REJECTIONS:
-                    summary.rejections.append((source, line, reason))
+            for _, *refused in heapq.merge(*(r.refused for r in rounds)):
+                summary.reject(*refused)
             summary.documents += sum(r.documents for r in rounds)
             for key, sums in sorted(kv for r in rounds for kv in r.regions.items()):
                 assessor.update(key, sums)

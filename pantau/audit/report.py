@@ -165,8 +165,7 @@ def _arrival_chart(counter: Counter, jenis: str, title: str) -> str | None:
 
 
 def build_context(run: AuditRun, inputs: list[InputFile], verdicts: dict[str, Verdict], assess_every: int,
-                  verdict_source: str | None) -> dict[str, Any]:  # fmt: skip
-    names = province_names()
+                  verdict_source: str | None, names: dict[str, str]) -> dict[str, Any]:  # fmt: skip
     expected = expected_tps()
     not_held = ballots_not_held()
     totals, summary, alerts = run.totals, run.summary, run.alerts
@@ -349,7 +348,7 @@ def write_report(run: AuditRun, out: Path, inputs: list[InputFile], verdicts: di
     """Write ``index.html``, ``alerts.csv``, ``alerts.jsonl`` and ``regions.csv`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     names = province_names()
-    context = build_context(run, inputs, verdicts, assess_every, verdict_source)
+    context = build_context(run, inputs, verdicts, assess_every, verdict_source, names)
     written = [out / "index.html", out / "alerts.csv", out / "alerts.jsonl", out / "regions.csv"]
     written[0].write_text(render(context), encoding="utf-8")
     write_alerts_csv(run, verdicts, names, written[1])
