@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from pantau.detectors.regional import count_expectations
+from pantau.detectors.regional import region_prior, station_expectations
 from pantau.schemas import normalize, parse_envelope
 
 from . import cases
@@ -134,12 +134,16 @@ def _regional(session: Session, case: Case, alerts: list, context: dict[str, Any
                                                    x_label=t("turnout"), y_label=t("leader_share"), empty_label=t("no_data"),
                                                    highlight_label=t("top_tps"))  # fmt: skip
     observed, expected = np.zeros(10), np.zeros(10)
-    for s in stations:
-        valid = sum(v for _, v in s.counts)
-        for _, votes in s.counts:
+    station_counts = [[(candidate, votes) for candidate, votes in s.counts] for s in stations]
+    prior = region_prior(station_counts)
+    for counts in station_counts:
+        valid = sum(v for _, v in counts)
+        if valid <= 0:
+            continue
+        for (_, votes), expectations in zip(counts, station_expectations(valid, counts, prior)):
             if votes >= 10:
                 observed[votes % 10] += 1
-                expected += np.asarray(count_expectations(valid, votes)[-10:])
+            expected += np.asarray(expectations[-10:])
     if observed.sum() > 0:
         context["digits"] = digit_chart((observed / observed.sum()).tolist(), (expected / expected.sum()).tolist(),
                                         [str(d) for d in range(10)], f"{t('last_digits')} · {case.region}",

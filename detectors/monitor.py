@@ -182,7 +182,8 @@ class RegionalMonitor:
                     peers.add(new)
             else:
                 if contributions is None:
-                    contributions = tuple(contribution(p) if p is not None else None for p in (old, new))
+                    prior = self.prior(tally)
+                    contributions = tuple(contribution(p, prior) if p is not None else None for p in (old, new))
                 withdrawn, added = contributions
                 sums = self.region(key)
                 if old is not None:
@@ -192,6 +193,17 @@ class RegionalMonitor:
             changed.append(key)
         self.changed.update(changed)
         return changed
+
+    def prior(self, tally: Tally) -> dict[str, tuple[float, float]]:
+        """The share prior of the TPS's station null (:func:`~.regional.share_prior`): its kecamatan's
+        stations so far.
+
+        Only the kecamatan's: a redo after a crash must find the prior the first pass found. The
+        kecamatan's state, when a crash left it holding the submission, is written after its
+        kabupaten's (:meth:`flush` goes in key order), so then every state the contribution would
+        change holds it already and the prior is not needed.
+        """
+        return self.region(region_key("kecamatan", tally.kode_tps[:6], tally.jenis)).prior()
 
     def _score(self, tally: Tally, p: Profile, leader: str | None, peers: PeerHistograms) -> Alert | None:
         n = peers.n

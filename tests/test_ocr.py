@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pantau.detectors.form import check_form
 from pantau.detectors.inspector import TpsInspector
-from pantau.detectors.ocr import diagnose, misread_edit
+from pantau.detectors.ocr import diagnose, misread_edit, plausibility
 from pantau.misreads import misread, misread_trial
 from pantau.schemas import normalize, parse_envelope
 
@@ -121,7 +121,17 @@ def test_a_single_misread_is_detected_and_the_true_value_suggested(consistent, d
     corrupted = dataclasses.replace(tally, counts={**tally.counts, field: read})
     form = check_form(corrupted)
     assert not form.consistent, "a misread of a judged field must break an identity"
-    assert (field, true) in [(s.field, s.proposed) for s in diagnose(corrupted, form)]
+    suggestions = diagnose(corrupted, form)
+    if (field, true) in [(s.field, s.proposed) for s in suggestions]:
+        return
+    # Numbers alone can be ambiguous: a real but unusual form (a register of 104 men and 170 women,
+    # its total misread 274 → 214) is also repaired by one misread elsewhere (170 → 110) that makes a
+    # usual form. Then that one is suggested, and it must be a whole repair the model rightly prefers.
+    assert suggestions, "a broken form with a one-field repair gets a suggestion"
+    best = suggestions[0]
+    repaired = {**corrupted.counts, best.field: best.proposed}
+    assert check_form(dataclasses.replace(tally, counts=repaired)).consistent
+    assert plausibility(repaired) > plausibility(tally.counts)
 
 
 def test_the_true_value_is_first_in_most_cases(consistent):

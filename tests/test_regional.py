@@ -8,12 +8,24 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
+from scipy import stats
+
 from pantau.detectors import forensics
 from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import PeerHistograms, RegionalMonitor
-from pantau.detectors.regional import FIELDS, Profile, RegionSums, describe, fingerprint_test, region_tests
+from pantau.detectors.regional import (
+    FIELDS,
+    Profile,
+    RegionSums,
+    describe,
+    fingerprint_test,
+    posterior_expectations,
+    region_prior,
+    region_tests,
+    share_prior,
+)
 from pantau.replay import records_of, replay
 from pantau.simulate import simulate
 from pantau.simulate.truth import read_truth
@@ -63,6 +75,50 @@ def test_sums_are_additive_withdrawable_and_survive_json():
     assert len(whole.vector) == len(FIELDS)
     with pytest.raises(ValueError, match="fields"):
         RegionSums.from_state({**half.to_state(), "v": [0.0]})
+
+
+def test_posterior_expectations_are_the_beta_binomial_digit_probabilities():
+    n, x = 240, np.array([0, 4, 11, 97, 240])
+    alpha, beta = np.array([0.3, 0.3, 0.3, 20.0, 5.0]), np.array([30.0, 30.0, 30.0, 25.0, 0.1])
+    rows = posterior_expectations(n, x, alpha, beta)
+    k = np.arange(n + 1)
+    last, big = k % 10, k >= 10
+    for row, xi, a, b in zip(rows, x, alpha, beta):
+        pmf = stats.betabinom.pmf(k, n, a + xi, b + n - xi)
+        assert row[0] == pytest.approx(pmf[k % 5 == 0].sum(), abs=1e-12)
+        assert row[1] == pytest.approx(pmf[big].sum(), abs=1e-12)
+        assert row[2] == pytest.approx((pmf * big * last).sum(), abs=1e-9)
+        assert row[-10:] == pytest.approx([pmf[big & (last == d)].sum() for d in range(10)], abs=1e-12)
+
+
+def test_share_prior_recovers_the_spread_of_shares_between_stations():
+    rng = np.random.default_rng(5)
+    valid = rng.integers(150, 300, 4000)
+    counts = rng.binomial(valid, rng.beta(2.0, 48.0, valid.size))  # mean share 4%, ρ = 1/51
+    alpha, beta = share_prior(valid.size, (counts / valid).sum(), ((counts / valid) ** 2).sum(), (1 / valid).sum())
+    assert alpha / (alpha + beta) == pytest.approx(0.04, rel=0.03)
+    assert 1 / (alpha + beta + 1) == pytest.approx(1 / 51, rel=0.15)
+    assert share_prior(10, 0.4, 0.02, 0.05) is None  # too few stations
+    assert share_prior(100, 0.0, 0.0, 0.5) is None  # a candidate nobody voted for
+    stations = [(("a", int(c)), ("b", int(v - c))) for c, v in zip(counts, valid)]
+    assert region_prior(stations)["a"] == pytest.approx((alpha, beta))
+
+
+def test_many_small_counts_are_calibrated(tmp_path):
+    """The DPD ballot: dozens of candidates at a few votes each, the case where a null from each
+    station's own count alone fails (LastC at p < 0.01 in four of ten clean Jakarta kecamatan)."""
+    night = tmp_path / "dpd.jsonl"
+    simulate(night, kabkota=["3174"], jenis=["pdpd"], seed=3, complete=True, anomalies=[], images=False)
+    assessor = RegionalAssessor()
+    alerts = [a for a in replay(records_of([night]), assessor=assessor) if a.level != "tps"]
+    pvalues = defaultdict(list)
+    for tests in assessor.results.values():
+        for test in tests:
+            if test.pvalue is not None and test.n >= 50 and test.name in ("lastc", "2bl", "c05s", "last_digit"):
+                pvalues[test.name].append(test.pvalue)
+    assert min(len(v) for v in pvalues.values()) >= 10
+    assert all(np.mean(np.array(v) < 0.01) <= 0.1 for v in pvalues.values()), {k: np.round(v, 3) for k, v in pvalues.items()}
+    assert alerts == []
 
 
 def test_statistics_are_the_toolkit_definitions():
