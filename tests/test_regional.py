@@ -108,7 +108,7 @@ def test_many_small_counts_are_calibrated(tmp_path):
     """The DPD ballot: dozens of candidates at a few votes each, the case where a null from each
     station's own count alone fails (LastC at p < 0.01 in four of ten clean Jakarta kecamatan)."""
     night = tmp_path / "dpd.jsonl"
-    simulate(night, kabkota=["3174"], jenis=["pdpd"], seed=3, complete=True, anomalies=[], images=False)
+    simulate(night, kabkota=["3174"], jenis=["pdpd"], seed=3, synthetic_registry=True, complete=True, anomalies=[], images=False)
     assessor = RegionalAssessor()
     alerts = [a for a in replay(records_of([night]), assessor=assessor) if a.level != "tps"]
     pvalues = defaultdict(list)
