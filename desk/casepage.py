@@ -134,9 +134,8 @@ def _regional(session: Session, case: Case, alerts: list, context: dict[str, Any
                                                    x_label=t("turnout"), y_label=t("leader_share"), empty_label=t("no_data"),
                                                    highlight_label=t("top_tps"))  # fmt: skip
     observed, expected = np.zeros(10), np.zeros(10)
-    station_counts = [[(candidate, votes) for candidate, votes in s.counts] for s in stations]
-    prior = region_prior(station_counts)
-    for counts in station_counts:
+    prior = region_prior(s.counts for s in stations)
+    for counts in (s.counts for s in stations):
         valid = sum(v for _, v in counts)
         if valid <= 0:
             continue

@@ -72,6 +72,8 @@ IX = {name: i for i, name in enumerate(FIELDS)}
 #: stations with turnout and share both ≥ 95%, stations, Σ1/valid votes.
 CANDIDATE_FIELDS = ("votes", "sah", "s1", "s2", "ts", "v1", "tv", "hi", "n", "inv")
 CX = {name: i for i, name in enumerate(CANDIDATE_FIELDS)}
+#: The candidate sums a share prior is fitted from (:func:`share_prior`).
+_SHARE_MOMENTS = [CX["n"], CX["s1"], CX["s2"], CX["inv"]]
 #: Stations kept (by hash of the TPS code, order-independent) for the dip test of turnout.
 SAMPLE_SIZE = 128
 PERCENT_WINDOW = 0.05
@@ -341,8 +343,17 @@ def region_prior(stations: Iterable[Sequence[tuple[str, int]]]) -> dict[str, tup
             continue
         for key, x in counts:
             sums[key] = sums.get(key, 0) + np.array([1.0, x / valid, (x / valid) ** 2, 1 / valid])
-    fitted = {key: share_prior(*values) for key, values in sums.items()}
-    return {key: ab for key, ab in fitted.items() if ab is not None}
+    return _fitted(sums.items())
+
+
+def _fitted(moments: Iterable[tuple[str, Sequence[float]]]) -> dict[str, tuple[float, float]]:
+    """:func:`share_prior` of each candidate's ``(stations, Σshare, Σshare², Σ1/valid)``, where it has one."""
+    out = {}
+    for key, values in moments:
+        fitted = share_prior(*values)
+        if fitted is not None:
+            out[key] = fitted
+    return out
 
 
 class _CountFields:
@@ -474,12 +485,7 @@ class RegionSums:
     def prior(self) -> dict[str, tuple[float, float]]:
         """The ``(α, β)`` of each candidate's share between the region's stations (:func:`share_prior`),
         for the candidates that have one."""
-        out = {}
-        for key, c in self.candidates.items():
-            fitted = share_prior(c[CX["n"]], c[CX["s1"]], c[CX["s2"]], c[CX["inv"]])
-            if fitted is not None:
-                out[key] = fitted
-        return out
+        return _fitted((key, c[_SHARE_MOMENTS]) for key, c in self.candidates.items())
 
     def leader(self) -> str | None:
         """The candidate with the most votes in the region (ties: the first in key order)."""

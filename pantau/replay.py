@@ -28,6 +28,7 @@ from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import RegionalMonitor
+from pantau.detectors.regional import RegionSums
 from pantau.detectors.suppression import Suppressions
 from pantau.schemas import Alert, InvalidSubmission, Verdict, normalize, parse_verdict
 
@@ -86,19 +87,7 @@ def replay(
         inspector = TpsInspector(Capacity(), monitor=RegionalMonitor())
         assessor = assessor or RegionalAssessor()
     summary = summary if summary is not None else ReplaySummary()
-    seen: set[str] = set()
-
-    def emit(alerts: Iterable[Alert]) -> Iterator[Alert]:
-        for alert in alerts:
-            if alert.alert_id in seen:
-                continue
-            seen.add(alert.alert_id)
-            if suppressions is not None and not suppressions.allows(alert):
-                summary.suppressed[alert.detector] += 1
-                continue
-            summary.count(alert)
-            yield alert
-
+    emit = Written(summary, suppressions)
     regional = assessor is not None and inspector.monitor is not None
     for position, record in enumerate(records, 1):
         if record.envelope is None:
@@ -107,13 +96,37 @@ def replay(
             summary.documents += 1
             yield from emit(inspector(normalize(record.envelope)))
         if regional and position % assess_every == 0:
-            for key, sums in sorted(inspector.monitor.flush().items()):
-                assessor.update(key, sums)
-            yield from emit(assessor.assess())
+            yield from emit(assess(assessor, inspector.monitor.flush().items()))
     if regional:
-        for key, sums in sorted(inspector.monitor.flush().items()):
-            assessor.update(key, sums)
-        yield from emit(assessor.assess())
+        yield from emit(assess(assessor, inspector.monitor.flush().items()))
+
+
+class Written:
+    """The alerts a replay writes, each id once (a resubmitted form repeats its findings), counted in
+    ``summary``; those ``suppressions`` do not allow are left out and counted as suppressed."""
+
+    def __init__(self, summary: ReplaySummary, suppressions: Suppressions | None = None):
+        self.summary = summary
+        self.suppressions = suppressions
+        self.seen: set[str] = set()
+
+    def __call__(self, alerts: Iterable[Alert]) -> Iterator[Alert]:
+        for alert in alerts:
+            if alert.alert_id in self.seen:
+                continue
+            self.seen.add(alert.alert_id)
+            if self.suppressions is not None and not self.suppressions.allows(alert):
+                self.summary.suppressed[alert.detector] += 1
+                continue
+            self.summary.count(alert)
+            yield alert
+
+
+def assess(assessor: RegionalAssessor, changed: Iterable[tuple[str, RegionSums]]) -> list[Alert]:
+    """Hand the changed region sums to the assessor, in key order, and assess."""
+    for key, sums in sorted(changed):
+        assessor.update(key, sums)
+    return assessor.assess()
 
 
 def records_of(paths: Iterable[str | Path]) -> Iterator[Record]:

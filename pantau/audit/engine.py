@@ -31,7 +31,7 @@ from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import RegionalMonitor
 from pantau.detectors.regional import Profile, RegionSums
 from pantau.detectors.revision import unpack
-from pantau.replay import ASSESS_EVERY, ReplaySummary
+from pantau.replay import ASSESS_EVERY, ReplaySummary, Written, assess
 from pantau.schemas import Alert, normalize
 from pantau.sources import read_owned_records, shard_of
 
@@ -155,26 +155,16 @@ def run_replay(paths: Sequence[str | Path], jobs: int = 1, assess_every: int = A
     summary = ReplaySummary()
     totals = ShardTotals()
     alerts: list[Alert] = []
-    seen: set[str] = set()
-
-    def emit(batch) -> None:
-        for alert in batch:
-            if alert.alert_id in seen:
-                continue
-            seen.add(alert.alert_id)
-            summary.count(alert)
-            alerts.append(alert)
+    written = Written(summary)
 
     with _Shards(paths, jobs, assess_every) as shards:
         while True:
             rounds = shards.next_round()
-            emit(alert for _, alert in heapq.merge(*(r.alerts for r in rounds), key=lambda pa: pa[0]))
+            alerts += written(alert for _, alert in heapq.merge(*(r.alerts for r in rounds), key=lambda pa: pa[0]))
             for _, *refused in heapq.merge(*(r.refused for r in rounds)):
                 summary.reject(*refused)
             summary.documents += sum(r.documents for r in rounds)
-            for key, sums in sorted(kv for r in rounds for kv in r.regions.items()):
-                assessor.update(key, sums)
-            emit(assessor.assess())
+            alerts += written(assess(assessor, (kv for r in rounds for kv in r.regions.items())))
             if progress is not None:
                 progress(rounds[0].end)
             if rounds[0].totals is not None:

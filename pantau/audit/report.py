@@ -28,6 +28,8 @@ from pantau.detectors.assessor import CLEAR_FACTOR, FDR, MIN_TPS, MIN_UNITS
 from pantau.detectors.form import Capacity
 from pantau.detectors.monitor import PEER_FAR, PEER_MIN
 from pantau.detectors.regional import FIELDS, IX, RegionSums, region_tests
+from pantau.detectors.suppression import Ruling
+from pantau.replay import write_alerts
 from pantau.schemas import Alert, Verdict
 from pantau.stream.metrics import expected_tps
 
@@ -78,7 +80,7 @@ def latest_verdicts(verdicts: Iterable[Verdict]) -> dict[str, Verdict]:
     latest: dict[str, Verdict] = {}
     for verdict in verdicts:
         current = latest.get(verdict.alert_id)
-        if current is None or (verdict.decided_at, verdict.verdict_id) > (current.decided_at, current.verdict_id):
+        if current is None or Ruling.of(verdict).supersedes(Ruling.of(current)):
             latest[verdict.alert_id] = verdict
     return latest
 
@@ -353,8 +355,7 @@ def write_report(run: AuditRun, out: Path, inputs: list[InputFile], verdicts: di
     written[0].write_text(render(context), encoding="utf-8")
     write_alerts_csv(run, verdicts, names, written[1])
     with open(written[2], "wb") as sink:
-        for alert in run.alerts:
-            sink.write(alert.to_json() + b"\n")
+        write_alerts(run.alerts, sink)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["provinsi", "nama", "documents", "tps_ballots", "tps_ballots_expected", "critical", "warning", "info",
