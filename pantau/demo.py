@@ -52,7 +52,7 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
     env |= {
         "PANTAU_BROKER": settings.broker,
         "PANTAU_PARTITIONS": str(settings.partitions),
-        "PANTAU_DATA_DIR": str(settings.data_dir),
+        "PANTAU_DATA_DIR": str(Path(settings.data_dir).resolve()),
         "PANTAU_WEB_PORT": str(settings.web_port),
         "PANTAU_APP_ID": settings.app_id,
     }
@@ -60,10 +60,15 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
 
 
 def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    """A ``pantau worker`` child process, logging to ``log_path``."""
+    """A ``pantau worker`` child process, logging to ``log_path``.
+
+    It runs in the log's directory: ``python -m`` puts the working directory first on the module path,
+    and in a clone of the repository that is the source tree's ``pantau/``, which without the installed
+    package mapping has no ``pantau.schemas``.
+    """
     log = open(log_path, "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "pantau.cli", "worker", "--loglevel", "warn"],
+        [sys.executable, "-m", "pantau.cli", "worker", "--loglevel", "warn"], cwd=Path(log_path).resolve().parent,
         env=worker_env(settings, extra_env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
 
