@@ -335,6 +335,29 @@ class Runner:
                 line = data[at : data.find(b"\n", at)].decode("utf-8", "replace")
                 raise WorkerFailed(f"{run.name}: {line}\n{self.tail(run)}")
 
+    def drain_regional(self, run: Run, process: subprocess.Popen) -> None:
+        """Wait until the assessor has committed every region sums message on the regional topic.
+
+        Each batch publishes its region sums before its offsets are committed, so once every submission
+        is committed the regional topic is complete; stopping the worker before its assessor has taken
+        the last of them would leave stale sums in the assessor's table (check (e)) in either run.
+        """
+        s = run.settings
+        ends: dict[int, int] = defaultdict(int)
+        for record in read_topic(s.bootstrap, s.topic_regional):
+            ends[record.partition] = max(ends[record.partition], record.offset + 1)
+        offsets = Offsets(s.bootstrap, s.app_id, s.topic_regional, 1)
+        try:
+            deadline = time.monotonic() + self.stall_timeout
+            while not all(offsets.committed().get(p, 0) >= end for p, end in ends.items()):
+                self.check(run, process)
+                if time.monotonic() > deadline:
+                    raise WorkerFailed(f"{run.name}: the assessor did not commit the regional topic's end {dict(ends)} "
+                                       f"within {self.stall_timeout:.0f} s (at {offsets.committed()})\n{self.tail(run)}")  # fmt: skip
+                time.sleep(0.1)
+        finally:
+            offsets.close()
+
     def kill(self, process: subprocess.Popen) -> None:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -403,7 +426,8 @@ class Runner:
                         raise WorkerFailed(f"{run.name}: no progress in {self.stall_timeout:.0f} s "
                                            f"(committed {sum(done.values()):,} of {total:,})\n{self.tail(run)}")  # fmt: skip
                     time.sleep(0.1)
-                if not plan:  # every offset committed
+                if not plan:  # every submission committed
+                    self.drain_regional(run, process)
                     break
                 threshold, delay = plan.pop(0)
                 time.sleep(delay)  # a random moment after the threshold: any phase of a batch
