@@ -53,6 +53,7 @@ from pantau.detectors.revision import State, state_key
 from pantau.detectors.suppression import Suppressions
 from pantau.schemas import DeadLetter, InvalidSubmission, normalize, parse_envelope, parse_verdict, verdict_key
 
+from .backoff import quiet_repeated_broker_errors, use_reconnect_backoff
 from .metrics import Metrics, expected_tps
 from .settings import Settings
 
@@ -518,6 +519,8 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
         **faust_options,
     }
     use_fetch_max_wait(settings.fetch_max_wait_ms)
+    use_reconnect_backoff(settings.reconnect_backoff_ms, settings.reconnect_backoff_max_ms)
+    quiet_repeated_broker_errors()
     app = faust.App(settings.app_id, **options)
     pipeline = Pipeline(app, settings)
     app.pantau = pipeline  # type: ignore[attr-defined]

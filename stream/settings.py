@@ -26,6 +26,9 @@ variable                           meaning                                      
 ``PANTAU_CHANGELOG_BATCH_BYTES``   revision-table changelog batch size; ``1`` on the embedded   ``16384``
                                    broker (below)
 ``PANTAU_FETCH_MAX_WAIT_MS``      longest a fetch waits on the broker for data                 ``500``
+``PANTAU_RECONNECT_BACKOFF_MS``    first wait before reconnecting to a broker that failed; doubles per  ``50``
+                                   consecutive failure (stream/backoff.py)
+``PANTAU_RECONNECT_BACKOFF_MAX_MS``  longest wait between two connection attempts to a broker      ``1000``
 ``PANTAU_MAX_MESSAGE_BYTES``       largest message the worker produces (a dead letter carries   ``4194304``
                                    its original, base64); the topics are created to accept it
 ``PANTAU_CAPACITY_DOMESTIC``       largest plausible count at a domestic TPS                     ``500``
@@ -87,6 +90,8 @@ class Settings:
     changelog_batch_bytes: int = 16384
     max_message_bytes: int = 4 << 20
     fetch_max_wait_ms: int = 500
+    reconnect_backoff_ms: int = 50
+    reconnect_backoff_max_ms: int = 1000
     capacity_domestic: int = 500
     capacity_overseas: int = 10_000
     standby_replicas: int = 1
@@ -118,6 +123,8 @@ class Settings:
             raise ValueError("PANTAU_BATCH_SIZE and PANTAU_PARTITIONS must be at least 1, PANTAU_STANDBY_REPLICAS at least 0")
         if not (0 < settings.fdr < 1 and 0 < settings.peer_far < 1 and settings.assess_interval > 0):
             raise ValueError("PANTAU_FDR and PANTAU_PEER_FAR must lie in (0, 1), PANTAU_ASSESS_INTERVAL above 0")
+        if not 0 < settings.reconnect_backoff_ms <= settings.reconnect_backoff_max_ms:
+            raise ValueError("PANTAU_RECONNECT_BACKOFF_MS must be above 0 and at most PANTAU_RECONNECT_BACKOFF_MAX_MS")
         if not 1 <= settings.web_port <= 65535:
             raise ValueError(f"PANTAU_WEB_PORT={settings.web_port} is not a TCP port (1-65535)")
         settings.check_security()
