@@ -85,9 +85,15 @@ class CompactStates(MutableMapping[str, State]):
     A TPS's state holds its counts keyed by document path (``"k.5.1234567": 3``); a DPRD kab/kota
     ballot carries some 250 such paths, and every TPS of an electoral district the same ones. Stored
     as ``{"l": layout id, "n": [values in layout order], ...}`` with the layout's paths kept once
-    under ``layout:ID`` in the same mapping, a state shrinks several times (bench/bench_state.py),
-    and the mapping still recovers from one changelog: a layout is written beside every state that
-    first needs it on a partition. Reading returns the state exactly as :func:`revise` made it.
+    under ``layout:ID`` in the same mapping, a state shrinks several times (bench/bench_state.py).
+    Reading returns the state exactly as :func:`revise` made it.
+
+    A partitioned store (a changelog-backed table: the stream's ``BatchStates``) says through its
+    ``partition`` attribute on which partition the state being written goes; the layout is then kept
+    per partition (``layout:ID@P``), written beside the first state of the partition that needs it, so
+    a worker that recovers only some partitions (after a rebalance) finds every layout their states
+    name. (One copy shared by all partitions would be missing on a worker that does not hold the
+    partition the copy was written to.)
 
     >>> store = {}
     >>> states = CompactStates(store)
@@ -122,6 +128,9 @@ class CompactStates(MutableMapping[str, State]):
     def __setitem__(self, key: str, state: State) -> None:
         paths = sorted(state["c"])
         layout = hashlib.blake2b(orjson.dumps(paths), digest_size=8).hexdigest()
+        partition = getattr(self.store, "partition", None)
+        if partition is not None:
+            layout = f"{layout}@{partition}"
         if self.store.get(f"layout:{layout}") is None:
             self.store[f"layout:{layout}"] = paths
         self.layouts[layout] = paths

@@ -740,6 +740,36 @@ def test_a_dprd_state_is_stored_in_under_a_kib_and_its_layout_once():
     assert len(orjson.dumps({"c": states["3404010001001:pdprdk"]["c"]})) > 3 * MAX_STATE_BYTES  # what it was
 
 
+class PartitionedStore(dict):
+    """A changelog-backed table as :class:`CompactStates` sees it: the partition of the next write,
+    and which partition each key was written to (what a worker recovers of its partitions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partition = 0
+        self.written_to: dict[str, int] = {}
+
+    def __setitem__(self, key: str, value) -> None:
+        super().__setitem__(key, value)
+        self.written_to[key] = self.partition
+
+    def recovered(self, partitions: set[int]) -> dict:
+        return {k: v for k, v in self.items() if self.written_to[k] in partitions}
+
+
+def test_a_worker_that_recovers_some_partitions_finds_the_layouts_of_their_states():
+    store = PartitionedStore()
+    states = CompactStates(store)
+    layout = {"c": {"c.100025": 105, "c.100026": 80, "a.suara_sah": 185}, "h": {}, "v": 1}
+    for partition, tps in ((0, "3171011001001"), (1, "3172011001001"), (1, "3172011001002"), (2, "3173011001001")):
+        store.partition = partition
+        states[f"{tps}:ppwp"] = layout
+    assert sorted(k for k in store if k.startswith("layout:")) == sorted(
+        f"layout:{store['3171011001001:ppwp']['l'].split('@')[0]}@{p}" for p in (0, 1, 2))  # one copy per partition
+    taken_over = CompactStates(store.recovered({1}))  # another worker, after a rebalance, holding partition 1 only
+    assert taken_over["3172011001001:ppwp"] == taken_over["3172011001002:ppwp"] == layout
+
+
 def test_states_written_before_they_were_compact_are_still_read():
     old = {"c": {"c.100025": 105}, "h": {}, "v": 3}
     assert CompactStates({"3173011002090:ppwp": old})["3173011002090:ppwp"] == old
