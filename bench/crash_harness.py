@@ -214,6 +214,30 @@ def read_topic(bootstrap: str, topic: str, timeout: float = STALL_TIMEOUT) -> li
         consumer.close()
 
 
+def high_watermarks(bootstrap: str, topic: str, timeout: float = STALL_TIMEOUT) -> dict[int, int]:
+    """The end offset of each partition of ``topic``, from a Fetch response's high watermark (Tansu's
+    ListOffsets can be too small: stream/broker.py), without reading the topic: one fetch from near
+    the end, where ListOffsets points."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20)  # fmt: skip
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            raise TimeoutError(f"no metadata for topic {topic}")
+        consumer.assign(tps)
+        consumer.seek_to_end(*tps)
+        deadline = time.monotonic() + timeout
+        while any(consumer.highwater(tp) is None for tp in tps):
+            consumer.poll(timeout_ms=200, max_records=1)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: no high watermark within {timeout:.0f} s")
+        return {tp.partition: consumer.highwater(tp) for tp in tps}
+    finally:
+        consumer.close()
+
+
 def latest_values(records: Iterable[Any]) -> dict[bytes, bytes]:
     """The last value of every key (a changelog topic read to its end: the table's state)."""
     state: dict[bytes, bytes] = {}
@@ -343,9 +367,7 @@ class Runner:
         the last of them would leave stale sums in the assessor's table (check (e)) in either run.
         """
         s = run.settings
-        ends: dict[int, int] = defaultdict(int)
-        for record in read_topic(s.bootstrap, s.topic_regional):
-            ends[record.partition] = max(ends[record.partition], record.offset + 1)
+        ends = high_watermarks(s.bootstrap, s.topic_regional)
         offsets = Offsets(s.bootstrap, s.app_id, s.topic_regional, 1)
         try:
             deadline = time.monotonic() + self.stall_timeout

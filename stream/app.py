@@ -54,7 +54,7 @@ from pantau.detectors.suppression import Suppressions
 from pantau.schemas import DeadLetter, InvalidSubmission, normalize, parse_envelope, parse_verdict, verdict_key
 
 from .backoff import quiet_repeated_broker_errors, use_reconnect_backoff
-from .metrics import Metrics, expected_tps
+from .metrics import Metrics, StallWatch, expected_tps
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -231,6 +231,9 @@ class Pipeline:
         self.suppression_states = BatchStates(self.suppression_table)
         self.suppressions = Suppressions(self.suppression_states)
         self.processed_offsets: dict[int, int] = {}
+        self.stalls = StallWatch(after=settings.stall_seconds)
+        #: Submissions partitions held, behind and not moving for ``PANTAU_STALL_SECONDS`` (/health: 503 "stalled").
+        self.stalled: list[int] = []
         self.kabkota_partition: dict[str, int] = {}
         #: (partition, offset) of the submission being inspected; offset None: not comparable (not keyed by kab/kota)
         self.position: tuple[int, int | None] = (0, None)
@@ -412,21 +415,36 @@ class Pipeline:
             }).model_dump_json().encode()  # fmt: skip
         return await self.app.producer.send(self.settings.topic_deadletter, message.key, value, None, None, None)
 
-    def update_lag(self) -> None:
+    async def update_progress(self) -> None:
+        """Per submissions partition held: its lag on ``/metrics``, and whether it has stalled (:class:`StallWatch`).
+
+        The end offset is the larger of the consumer's high watermark (from its fetches: none for a
+        partition it has not fetched) and the broker's (ListOffsets, too small on Tansu after a
+        multi-record batch), so a partition the consumer stopped fetching still shows its lag.
+        """
         consumer = self.app.consumer
-        owned = set()
-        for tp in consumer.assignment():
-            if tp.topic != self.settings.topic_submissions:
-                continue
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            owned.add(str(tp.partition))
-            done = self.processed_offsets.get(tp.partition, -1) + 1
-            self.metrics.consumer_lag.labels(str(tp.partition)).set(max(highwater - done, 0))
+        held = [tp for tp in consumer.assignment() if tp.topic == self.settings.topic_submissions]
+        try:
+            ends = await asyncio.wait_for(consumer.highwaters(*held), timeout=5.0) if held else {}
+            positions = {tp.partition: await asyncio.wait_for(consumer.position(tp), timeout=5.0) for tp in held}
+        except Exception:  # the broker unreachable or rebalancing: /health says so already; judge afresh after
+            self.stalls.keep(set())
+            return
+        now, stalled = time.monotonic(), []
+        for tp in held:
+            end = max(ends.get(tp) or 0, consumer.highwater(tp) or 0)
+            position = positions[tp.partition]
+            done = self.processed_offsets[tp.partition] + 1 if tp.partition in self.processed_offsets else position or 0
+            self.metrics.consumer_lag.labels(str(tp.partition)).set(max(end - done, 0))
+            if self.stalls.update(tp.partition, (position, done), end > done and not self.app.rebalancing, now):
+                stalled.append(tp.partition)
+        owned = {tp.partition for tp in held}
+        self.stalls.keep(owned)
+        self.stalled = stalled
+        self.metrics.partitions_stalled.set(len(stalled))
         # a partition handed to another worker in a rebalance is that worker's to report: a frozen value here would double it
         for (partition,) in list(self.metrics.consumer_lag._metrics):
-            if partition not in owned:
+            if int(partition) not in owned:
                 self.metrics.consumer_lag.remove(partition)
 
 
@@ -554,8 +572,8 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
         await pipeline.trust_positions()
 
     @app.timer(interval=2.0)
-    async def report_lag() -> None:
-        pipeline.update_lag()
+    async def report_progress() -> None:
+        await pipeline.update_progress()
 
     def broker_reachable() -> bool:
         """Whether the consumer knows its group coordinator. The assignment outlives a lost broker, but aiokafka
@@ -569,9 +587,13 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
         crashed = [f"{agent.name}: {agent.crash_reason!r}" for agent in app.agents.values() if agent.crash_reason]
         assignment = app.consumer.assignment() if app.consumer else set()
         reachable = broker_reachable()
-        ready = app.rebalancing is False and app.consumer is not None and not crashed and len(assignment) > 0 and reachable
-        status = "crashed" if crashed else "ok" if ready else "broker_unreachable" if not reachable else "starting"
+        stalled = pipeline.stalled
+        ready = (app.rebalancing is False and app.consumer is not None and not crashed and len(assignment) > 0 and reachable
+                 and not stalled)  # fmt: skip
+        status = ("crashed" if crashed else "ok" if ready else "broker_unreachable" if not reachable
+                  else "stalled" if stalled else "starting")  # fmt: skip
         body = {"status": status, "assigned_partitions": len(assignment), "app": settings.app_id, "crashed": crashed,
+                "stalled_partitions": stalled,
                 "submission_partitions": sorted(tp.partition for tp in assignment if tp.topic == settings.topic_submissions),
                 "assessor": assessment.holds()}  # fmt: skip
         return web.json(body, status=200 if ready else 503)

@@ -7,8 +7,10 @@ detector names, severities, rejection codes, partition numbers; never TPS codes)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -70,6 +72,10 @@ class Metrics:
             "pantau_consumer_lag_messages", "Messages on the submissions topic not yet processed, by partition.",
             ["partition"], registry=r,
         )  # fmt: skip
+        self.partitions_stalled = Gauge(
+            "pantau_partitions_stalled", "Submissions partitions held that are behind their end offset and have not "
+            "moved for PANTAU_STALL_SECONDS (/health says 503 'stalled'; a restart reassigns them).", registry=r,
+        )  # fmt: skip
         self.tps_first_seen = Counter(
             "pantau_tps_first_seen", "TPS and ballot types seen for the first time, by province and ballot type "
             "(a worker restart resets it; use increase() over the night).", ["provinsi", "jenis"], registry=r,
@@ -86,3 +92,39 @@ class Metrics:
             self.submissions.labels(outcome)
         for outcome in ("applied", "outdated", "deadlettered"):
             self.verdicts.labels(outcome)
+
+
+@dataclass
+class StallWatch:
+    """Which partitions are behind their end offset and have not moved for ``after`` seconds.
+
+    A consumer can silently stop fetching one partition while it goes on with the others (a
+    partition left paused after a restore: seen once in 100,000-submission crash runs on the
+    embedded broker, and reported against Faust and other Kafka clients). Its lag then grows while
+    the worker looks healthy; this names it, so that /health can say so and an orchestrator restart
+    the worker (its partitions are then reassigned and fetched again).
+
+    >>> watch = StallWatch(after=60.0)
+    >>> watch.update(0, mark=(100, 100), behind=True, now=0.0)
+    False
+    >>> watch.update(0, mark=(100, 100), behind=True, now=61.0)
+    True
+    >>> watch.update(0, mark=(150, 150), behind=True, now=62.0), watch.update(1, mark=(7, 7), behind=False, now=500.0)
+    (False, False)
+    """
+
+    after: float
+    seen: dict[int, tuple[Any, float]] = field(default_factory=dict)
+
+    def update(self, partition: int, mark: Any, behind: bool, now: float) -> bool:
+        """``mark``: what changes when the partition makes progress (its fetch position, offset processed)."""
+        last = self.seen.get(partition)
+        if last is None or last[0] != mark or not behind:
+            self.seen[partition] = (mark, now)
+            return False
+        return now - last[1] >= self.after
+
+    def keep(self, partitions: set[int]) -> None:
+        """Forget the partitions no longer held."""
+        for partition in set(self.seen) - partitions:
+            del self.seen[partition]

@@ -29,6 +29,8 @@ variable                           meaning                                      
 ``PANTAU_RECONNECT_BACKOFF_MS``    first wait before reconnecting to a broker that failed; doubles per  ``50``
                                    consecutive failure (stream/backoff.py)
 ``PANTAU_RECONNECT_BACKOFF_MAX_MS``  longest wait between two connection attempts to a broker      ``1000``
+``PANTAU_STALL_SECONDS``           a held submissions partition behind its end and not moving for this  ``120``
+                                   long is reported stalled (/health 503)
 ``PANTAU_MAX_MESSAGE_BYTES``       largest message the worker produces (a dead letter carries   ``4194304``
                                    its original, base64); the topics are created to accept it
 ``PANTAU_CAPACITY_DOMESTIC``       largest plausible count at a domestic TPS                     ``500``
@@ -92,6 +94,7 @@ class Settings:
     fetch_max_wait_ms: int = 500
     reconnect_backoff_ms: int = 50
     reconnect_backoff_max_ms: int = 1000
+    stall_seconds: float = 120.0
     capacity_domestic: int = 500
     capacity_overseas: int = 10_000
     standby_replicas: int = 1

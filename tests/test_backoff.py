@@ -5,7 +5,6 @@ interval with a count of those left out. The worker under a real outage: tests/t
 from __future__ import annotations
 
 import asyncio
-import doctest
 import itertools
 import logging
 import re
@@ -14,14 +13,9 @@ import time
 import pytest
 from aiokafka.client import AIOKafkaClient
 
-from pantau.stream import backoff
 from pantau.stream.backoff import ReconnectBackoff, RepeatedLogFilter, use_reconnect_backoff
 from pantau.stream.broker import free_port
 from pantau.stream.settings import Settings
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(backoff, raise_on_error=False).failed == 0
 
 
 def test_the_wait_doubles_up_to_the_maximum_within_the_jitter() -> None:

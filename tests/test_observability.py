@@ -47,6 +47,7 @@ WORKER_USES: dict[str, list[tuple[dict[str, str], float]]] = {
     "pantau_processing_seconds": [({}, 0.0007)],
     "pantau_batch_submissions": [({}, 250)],
     "pantau_consumer_lag_messages": [({"partition": "0"}, 1200), ({"partition": "7"}, 0)],
+    "pantau_partitions_stalled": [({}, 1)],
     "pantau_tps_first_seen": [({"provinsi": "33", "jenis": "ppwp"}, 118), ({"provinsi": "33", "jenis": "pdpr"}, 40)],
     "pantau_tps_expected": [({"provinsi": "33"}, 117299)],
 }

@@ -680,6 +680,8 @@ DOCTEST_MODULES = [
     "pantau.detectors.ocr",
     "pantau.detectors.inspector",
     "pantau.misreads",
+    "pantau.stream.metrics",
+    "pantau.stream.backoff",
 ]
 
 
