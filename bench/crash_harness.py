@@ -1,6 +1,6 @@
 """Crash consistency: one worker killed with SIGKILL at random moments gives what an uninterrupted one gives.
 
-    python bench/crash_harness.py [--n 100000] [--kills 5] [--seed 1] [--partitions 4] [--keep]
+    python bench/crash_harness.py [--n 100000] [--kills 5] [--seed 1] [--partitions 16] [--keep]
                                   [--workdir DIR] [--stall-timeout 300]
 
 On one embedded Tansu broker (127.0.0.1, started and stopped here):
@@ -53,13 +53,13 @@ regional assessment is a Benjamini-Hochberg family of its own, so which regions 
 on when it looks, and two clean runs would not agree either. Its input is compared instead, (e).
 
 **Size.** Each restart recovers the tables from the changelogs' beginning (memory store), and Tansu's
-memory engine serves a long topic of one-record batches (``PANTAU_CHANGELOG_BATCH_BYTES=1``, forced by
-its end-offset bug, stream/broker.py) superlinearly slowly: reading back 20,000 / 30,000 / 40,000 /
-60,000 such records took 0.4 / 2.2 / 4.5 / 16 s. A worker restarted after ~16,000 / 26,000 / 47,000
-submissions was ready after ~11 / 18 / 160 s, after ~70,000 not within 600 s. So the default
-``--n 100000`` with kills past ~60% of the input does not finish on the embedded broker; on this
-2-core machine ``--n 50000`` (5 kills) takes ~5 minutes (288 s), 20,000 ~2 minutes, 3,000 (2 kills)
-~35-45 s. Every process it
+memory engine serves a long partition of one-record batches (``PANTAU_CHANGELOG_BATCH_BYTES=1``, forced
+by its end-offset bug, stream/broker.py) superlinearly slowly: reading back 20,000 / 30,000 / 40,000 /
+60,000 such records took 0.4 / 2.2 / 4.5 / 16 s. With the default 4 partitions a worker restarted
+after ~70,000 submissions was not ready within 600 s; spread over more partitions each is short
+enough: ``--n 100000 --partitions 16`` (5 kills) takes ~8.5 minutes on this 2-core machine (the sixth
+worker ready ~30 s after its start), ``--n 50000`` with 4 partitions ~5 minutes, 20,000 ~2 minutes,
+3,000 (2 kills) ~35-45 s. Every process it
 starts is stopped on exit, Ctrl-C and SIGTERM. ``run()`` is the programmatic entry point
 (tests/test_crash.py).
 """
@@ -839,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000, help="messages (default %(default)s)")
     parser.add_argument("--kills", type=int, default=5, help="SIGKILLs of the worker (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the night and of the kill moments (default %(default)s)")
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of the topics (default %(default)s)")
+    parser.add_argument("--partitions", type=int, default=16, help="partitions of the topics (default %(default)s: at 100,000 submissions fewer make restarts too slow on Tansu)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (input, worker logs, desk databases)")
     parser.add_argument("--workdir", help="work directory (default: a temporary one)")
     parser.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT,
