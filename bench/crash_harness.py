@@ -55,7 +55,7 @@ on when it looks, and two clean runs would not agree either. Its input is compar
 **Size.** Each restart recovers the tables from the changelogs' beginning (memory store), and Tansu's
 memory engine serves a long partition of one-record batches (``PANTAU_CHANGELOG_BATCH_BYTES=1``, forced
 by its end-offset bug, stream/broker.py) superlinearly slowly: reading back 20,000 / 30,000 / 40,000 /
-60,000 such records took 0.4 / 2.2 / 4.5 / 16 s. With the default 4 partitions a worker restarted
+60,000 such records took 0.4 / 2.2 / 4.5 / 16 s. With 4 partitions a worker restarted
 after ~70,000 submissions was not ready within 600 s; spread over more partitions each is short
 enough: ``--n 100000 --partitions 16`` (5 kills) takes ~8.5 minutes on this 2-core machine (the sixth
 worker ready ~30 s after its start), ``--n 50000`` with 4 partitions ~5 minutes, 20,000 ~2 minutes,
