@@ -86,7 +86,7 @@ from typing import Any
 
 import orjson
 
-from pantau.demo import metric_total, start_worker, stop_worker, wait_healthy
+from pantau.demo import metric_total, start_worker, stop_worker
 from pantau.stream.app import ASSESSOR_SUMS_TABLE, REGION_TABLE, REVISION_TABLE, ensure_topics
 from pantau.stream.broker import EmbeddedBroker, free_port
 from pantau.stream.settings import Settings
@@ -368,7 +368,7 @@ class Runner:
         """
         s = run.settings
         ends = high_watermarks(s.bootstrap, s.topic_regional)
-        offsets = Offsets(s.bootstrap, s.app_id, s.topic_regional, 1)
+        offsets = Offsets(s.bootstrap, s.app_id, s.topic_regional, len(ends))
         try:
             deadline = time.monotonic() + self.stall_timeout
             while not all(offsets.committed().get(p, 0) >= end for p, end in ends.items()):

@@ -40,8 +40,9 @@ class ReconnectBackoff:
     [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     >>> backoff.allows(now=0.5), backoff.allows(now=1.0)
     (False, True)
-    >>> backoff.succeeded(); backoff.failed(now=2.0)
-    0.05
+
+    A success forgets the node's backoff (:func:`use_reconnect_backoff` drops it): the next failure
+    starts again from ``initial``.
     """
 
     initial: float
@@ -66,9 +67,6 @@ class ReconnectBackoff:
         self.failures += 1
         self.next_attempt = now + delay
         return delay
-
-    def succeeded(self) -> None:
-        self.failures, self.next_attempt = 0, 0.0
 
 
 def use_reconnect_backoff(initial_ms: int = RECONNECT_BACKOFF_MS, maximum_ms: int = RECONNECT_BACKOFF_MAX_MS) -> None:
@@ -135,7 +133,7 @@ def quiet_repeated_broker_errors(interval: float = 10.0) -> None:
     its children's records, so each module's logger gets one)."""
     import aiokafka.client  # the loggers exist once their modules are imported
     import aiokafka.consumer
-    import aiokafka.producer
+    import aiokafka.producer  # noqa: F401
 
     shared = RepeatedLogFilter(interval)
     for name in list(logging.root.manager.loggerDict):

@@ -19,8 +19,8 @@ from pantau.stream.settings import Settings
 
 
 def test_the_wait_doubles_up_to_the_maximum_within_the_jitter() -> None:
-    backoff_ = ReconnectBackoff(initial=0.05, maximum=1.0)
-    waits = [backoff_.failed(now=0.0) for _ in range(200)]
+    backoff = ReconnectBackoff(initial=0.05, maximum=1.0)
+    waits = [backoff.failed(now=0.0) for _ in range(200)]
     for failures, wait in enumerate(waits):
         nominal = min(1.0, 0.05 * 2**failures)
         assert 0.8 * nominal <= wait <= 1.2 * nominal, (failures, wait)
