@@ -423,7 +423,7 @@ class Pipeline:
         multi-record batch), so a partition the consumer stopped fetching still shows its lag.
         """
         consumer = self.app.consumer
-        held = [tp for tp in consumer.assignment() if tp.topic == self.settings.topic_submissions]
+        held = sorted((tp for tp in consumer.assignment() if tp.topic == self.settings.topic_submissions), key=lambda tp: tp.partition)
         try:
             ends = await asyncio.wait_for(consumer.highwaters(*held), timeout=5.0) if held else {}
             positions = {tp.partition: await asyncio.wait_for(consumer.position(tp), timeout=5.0) for tp in held}
