@@ -52,6 +52,8 @@ WHAT = {
     "integer_percent": ("persentase partisipasi bulat terlalu sering (uji Kobak)", "whole-number turnout percentages are too common (Kobak test)"),
     "fingerprint": ("terlalu banyak TPS dengan partisipasi dan suara pemenang ≥ 95% (sidik jari Klimek)", "too many TPS with turnout and leader share both ≥ 95% (Klimek fingerprint)"),
     "dip": ("sebaran partisipasi bermodus ganda (uji dip Hartigan)", "turnout is multimodal (Hartigan's dip test)"),
+    "dip_share": ("sebaran perolehan suara pemenang TPS bermodus ganda (uji dip Hartigan)",
+                  "the TPS winners' vote shares are multimodal (Hartigan's dip test)"),
 }  # fmt: skip
 CAVEAT = ("Tanda statistik adalah alasan untuk memeriksa formulir, bukan bukti kecurangan.",
           "A statistical flag is a reason to look at the forms, not proof of fraud.")  # fmt: skip
@@ -151,7 +153,7 @@ class RegionalAssessor:
 
     def _testable(self, key: str, test: RegionTest) -> bool:
         return test.pvalue is not None and self._sums(key).count >= self.min_tps and test.n >= (
-            self.min_tps if test.name in ("fingerprint", "dip") else self.min_units)
+            self.min_tps if test.name in ("fingerprint", "dip", "dip_share") else self.min_units)
 
     def _sums(self, key: str) -> RegionSums:
         return self.provinces[key] if key.startswith("provinsi:") else self.sums[key]

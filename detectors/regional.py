@@ -390,7 +390,7 @@ class RegionSums:
 
     vector: np.ndarray = field(default_factory=lambda: np.zeros(len(FIELDS)))
     candidates: dict[str, np.ndarray] = field(default_factory=dict)
-    sample: dict[int, float] = field(default_factory=dict)  # sample_key → turnout, the SAMPLE_SIZE smallest keys
+    sample: dict[int, tuple[float, float]] = field(default_factory=dict)  # sample_key → (turnout, winner's share), the SAMPLE_SIZE smallest keys
     sample_cutoff: int | None = None  # keys above it were never kept (None: nothing dropped yet)
     top: dict[str, list[list]] = field(default_factory=dict)  # test → [[|excess|, kode_tps, excess]] largest first
 
@@ -418,7 +418,7 @@ class RegionSums:
                 current += values
             else:
                 current -= values
-        self._sample(sample_key(p.kode_tps), p.turnout, sign)
+        self._sample(sample_key(p.kode_tps), (p.turnout, max(x for _, x in p.counts) / p.valid), sign)
         kode = p.kode_tps
         for test, entries in self.top.items():
             if any(entry[1] == kode for entry in entries):
@@ -444,13 +444,13 @@ class RegionSums:
             merged = sorted(self.top.get(test, []) + new, key=lambda e: (-e[0], e[1]))
             self.top[test] = merged[:TOP]
 
-    def _sample(self, key: int, turnout: float, sign: int) -> None:
+    def _sample(self, key: int, values: tuple[float, float], sign: int) -> None:
         if sign < 0:
             self.sample.pop(key, None)
             return
         if self.sample_cutoff is not None and key > self.sample_cutoff:
             return
-        self.sample[key] = turnout
+        self.sample[key] = values
         if len(self.sample) > SAMPLE_SIZE:
             largest = max(self.sample)
             del self.sample[largest]
@@ -471,7 +471,7 @@ class RegionSums:
 
     def to_state(self) -> dict[str, Any]:
         return {"v": self.vector.tolist(), "c": {k: v.tolist() for k, v in self.candidates.items()},
-                "s": [[k, t] for k, t in sorted(self.sample.items())], "x": self.sample_cutoff,
+                "s": [[k, t, w] for k, (t, w) in sorted(self.sample.items())], "x": self.sample_cutoff,
                 "t": self.top}  # fmt: skip
 
     @classmethod
@@ -479,8 +479,11 @@ class RegionSums:
         if len(state["v"]) != len(FIELDS) or any(len(c) != len(CANDIDATE_FIELDS) for c in state["c"].values()):
             raise ValueError(f"region state has {len(state['v'])} fields (per candidate {sorted({len(c) for c in state['c'].values()})}), "
                              f"this version expects {len(FIELDS)} ({len(CANDIDATE_FIELDS)})")
+        if any(len(entry) != 3 for entry in state["s"]):
+            raise ValueError("region state's dip sample holds [hash, turnout]; this version expects [hash, turnout, winner's share]")
         return cls(np.asarray(state["v"], dtype=float), {k: np.asarray(v, dtype=float) for k, v in state["c"].items()},
-                   {int(k): float(t) for k, t in state["s"]}, state["x"], {k: [list(e) for e in v] for k, v in state["t"].items()})  # fmt: skip
+                   {int(k): (float(t), float(w)) for k, t, w in state["s"]}, state["x"],
+                   {k: [list(e) for e in v] for k, v in state["t"].items()})  # fmt: skip
 
     def prior(self) -> dict[str, tuple[float, float]]:
         """The ``(α, β)`` of each candidate's share between the region's stations (:func:`share_prior`),
@@ -559,7 +562,8 @@ def region_tests(sums: RegionSums, parent: RegionSums | None = None) -> list[Reg
         _bernoulli("p05s", g("p05_hits"), g("p05_q"), g("p05_v"), g("pct_m"), "greater", UNIFORM_05),
         _bernoulli("integer_percent", g("int_hits"), g("int_q"), g("int_v"), g("pct_m"), "greater"),
         fingerprint_test(sums, parent),
-        _dip(sums),
+        _dip(sums, 0, "dip"),
+        _dip(sums, 1, "dip_share"),
     ]
     return tests
 
@@ -603,20 +607,22 @@ def fingerprint_test(sums: RegionSums, parent: RegionSums | None) -> RegionTest:
     return RegionTest(hits / n, n, rate, pvalue, std, (hits / n - rate) / std, "fingerprint")
 
 
-def _dip(sums: RegionSums) -> RegionTest:
-    """Hartigan's dip test of unimodality on the turnout of up to :data:`SAMPLE_SIZE` stations.
+def _dip(sums: RegionSums, column: int, name: str) -> RegionTest:
+    """Hartigan's dip test of unimodality on the turnout (``column`` 0) or the TPS winner's share (1) of
+    up to :data:`SAMPLE_SIZE` stations.
 
     Stations at (nearly) 100% are left out: a point mass there is the fingerprint test's business, and
-    ties at one value alone make the dip reject.
+    ties at one value alone make the dip reject. A second mode in the winner's share is what moving most
+    of the other candidates' votes at a part of a region's TPS leaves.
     """
     import diptest
 
-    values = np.fromiter(sums.sample.values(), dtype=float)
+    values = np.fromiter((v[column] for v in sums.sample.values()), dtype=float, count=len(sums.sample))
     values = values[values < HIGH_TURNOUT_TIES]
     if values.size < 10:
-        return RegionTest(math.nan, int(values.size), None, None, None, None, "dip")
+        return RegionTest(math.nan, int(values.size), None, None, None, None, name)
     dip, pvalue = diptest.diptest(values)
-    return RegionTest(float(dip), int(values.size), None, float(pvalue), None, None, "dip")
+    return RegionTest(float(dip), int(values.size), None, float(pvalue), None, None, name)
 
 
 def describe(sums: RegionSums) -> dict[str, Any]:

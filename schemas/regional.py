@@ -14,7 +14,9 @@ class RegionSumsMessage(BaseModel):
 
     v: list[float] = Field(description="summed station contributions, in the order of pantau.detectors.regional.FIELDS")
     c: dict[str, list[float]] = Field(description="per candidate (chart key): sums in the order of CANDIDATE_FIELDS")
-    s: list[tuple[int, float]] = Field(description="dip-test sample: [stable hash of the TPS code, turnout]")
+    s: list[tuple[int, float, float]] = Field(
+        description="dip-test sample: [stable hash of the TPS code, turnout, the TPS winner's vote share]"
+    )
     x: int | None = Field(description="sample cutoff: hashes above it were never kept (null: nothing dropped yet)")
     t: dict[str, list[tuple[float, str, float]]] = Field(
         description="per test: the top contributing TPS as [|excess|, kode_tps, excess], largest first"

@@ -14,7 +14,7 @@ from pantau.detectors import forensics
 from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
-from pantau.detectors.monitor import PeerHistograms, RegionalMonitor
+from pantau.detectors.monitor import JointGrid, PeerHistograms, RegionalMonitor
 from pantau.detectors.regional import (
     FIELDS,
     Profile,
@@ -226,6 +226,48 @@ def test_peer_outlier_rate_is_calibrated_and_catches_a_stuffed_station():
     (alert,) = [a for a in inspector(tally_of(kode_tps="3404029999001", **stuffed)) if a.detector == "stat.peer_outlier"]
     assert alert.evidence["false_alarm_rate"] <= 0.01 and alert.evidence["peers"] == 3000
     assert "not proof of fraud" in alert.reason_en
+
+
+def _form(p: Profile) -> dict:
+    return {"chart": {"null": None, **dict(p.counts)},
+            "administrasi": {"pemilih_dpt_j": p.register, "pengguna_total_j": p.voters, "suara_sah": p.valid,
+                             "suara_tidak_sah": p.invalid, "suara_total": p.valid + p.invalid}}  # fmt: skip
+
+
+def test_stuffing_across_a_kecamatan_cannot_hide_from_the_joint_peer_test():
+    """40 TPS of one kecamatan stuffed to ~100%/97%: the later ones have enough like them in the kabupaten
+    to pass each single feature; against the other kecamatan's TPS, turnout and share together give
+    them away."""
+    monitor = RegionalMonitor(far=0.01, min_peers=200)
+    inspector = TpsInspector(Capacity(), monitor=monitor)
+    for p in clean_stations(2500, seed=3, prefix="340401"):
+        inspector(tally_of(kode_tps=p.kode_tps, **_form(p)))
+    alerts = []
+    for i in range(40):
+        stuffed = station(f"3404020001{i + 1:03d}", (291, 4, 2), register=300)
+        alerts.append([a for a in inspector(tally_of(kode_tps=stuffed.kode_tps, **_form(stuffed)))
+                       if a.detector == "stat.peer_outlier"])  # fmt: skip
+    assert all(alerts)
+    last = alerts[-1][0].evidence["features"]
+    assert last["leader_share"]["upper_tail"] * 4 > 0.01  # alone, the share no longer stands out
+    joint = last["turnout_and_share"]
+    assert joint["peers_outside_kecamatan"] == 2500 and joint["upper_tail"] == pytest.approx(1 / 2501, abs=1e-6)
+    assert "Klimek" in alerts[-1][0].reason_en and "not proof of fraud" in alerts[-1][0].reason_en
+
+
+def test_joint_grid_rank_is_conformal_and_survives_json():
+    grid = JointGrid()
+    stations = clean_stations(400, seed=5)
+    for p in stations[:200]:
+        grid.add(p)
+    ranks = np.array([grid.corner_rank(p)[0] for p in stations[200:]])
+    assert np.mean(ranks <= 0.1) <= 0.1 + 3 * math.sqrt(0.1 * 0.9 / 200)  # no more small ranks than nominal
+    assert np.mean(ranks <= 0.5) >= 0.3  # and not uselessly conservative
+    restored = JointGrid.from_state(grid.to_state())
+    assert np.array_equal(restored.cells, grid.cells) and restored.n == 200
+    p = stations[0]
+    grid.add(p, -1)
+    assert grid.n == 199 and restored.corner_rank(p) != grid.corner_rank(p)
 
 
 def test_histogram_tail_is_conformal():

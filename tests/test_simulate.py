@@ -234,6 +234,22 @@ def test_anomaly_specs_are_checked():
             parse_spec(bad, 1, ("ppwp",))
     with pytest.raises(ValueError):
         prepare(kabkota=["3471"], anomalies=["typo:target=34x"], synthetic_registry=True)
+    for bad in ("vote_shifting:moved=0.7-0.2", "vote_shifting:moved=lots", "stuffing_incremental:added=0.5-1.5"):
+        with pytest.raises(ValueError, match="LOW"):
+            parse_spec(bad, 1, ("ppwp",))
+
+
+def test_a_manipulation_has_the_size_it_is_given():
+    """``moved``/``added`` set how much of the others' votes / the non-voters' ballots each hit TPS takes."""
+    sizes = {}
+    for moved in ("0.1-0.2", "0.8-0.9"):
+        _, _, rows = prepare(kabkota=["3471"], seed=4, complete=True, images=False, synthetic_registry=True,
+                             anomalies=[f"vote_shifting:rate=0.5,target=3471,moved={moved}"])  # fmt: skip
+        hit = [r["detail"] for r in rows if r["level"] == "tps"]
+        others = np.array([d["votes_after"] - d["votes_before"] for d in hit], dtype=float)
+        before = np.array([d["votes_before"] / d["share_before"] - d["votes_before"] for d in hit if d["share_before"]])
+        sizes[moved] = others.sum() / before.sum()
+    assert 0.1 <= sizes["0.1-0.2"] <= 0.2 and 0.8 <= sizes["0.8-0.9"] <= 0.9
 
 
 # -- the truth is exactly what changed -------------------------------------------------------------

@@ -8,7 +8,10 @@ Each anomaly is given as ``NAME[:key=value,...]`` (``pantau simulate --anomaly``
 ``seed``      its own random seed (default: derived from the night's seed and the spec text)
 ``jenis``     ballot types joined by ``+`` (default: every simulated type for form errors, else ppwp)
 and per anomaly ``candidate`` (who benefits; default: the strongest in the hit TPS), ``corrected``
-(share of misreads/typos corrected later), ``kind``.
+(share of misreads/typos corrected later), ``kind``, and the size of a manipulation as ``LOW-HIGH``
+(each hit TPS draws uniformly between them): ``added`` (share of the non-voters' ballots stuffed;
+incremental 0.15-0.6, extreme 0.85-1) and ``moved`` (share of the other candidates' votes moved:
+shifting 0.1-0.4, extreme stuffing 0.7-1).
 
 =========================  ========================================================================
 ``ocr_misread``            one count misread as Sirekap did (look-alike digit, extra/dropped digit,
@@ -107,7 +110,10 @@ def parse_spec(text: str, night_seed: int, simulated: tuple[str, ...]) -> Anomal
     else:
         jenis = simulated if name in FORM_ERRORS or name == "copied_tally" else (("ppwp",) if "ppwp" in simulated else simulated[:1])
     jenis = tuple(j for j in jenis if j in simulated)
-    return AnomalySpec(name, rate, target, seed, jenis, {k: _option(v) for k, v in values.items()}, text.strip())
+    spec = AnomalySpec(name, rate, target, seed, jenis, {k: _option(v) for k, v in values.items()}, text.strip())
+    for size in ("added", "moved"):
+        _size(spec, size, (0.0, 0.0))  # a malformed size fails here, not halfway through a night
+    return spec
 
 
 def _option(value: Any) -> Any:
@@ -122,6 +128,21 @@ def _option(value: Any) -> Any:
 def default_specs(night_seed: int, simulated: tuple[str, ...]) -> list[AnomalySpec]:
     """Every anomaly at its default rate and target."""
     return [parse_spec(name, night_seed, simulated) for name in NAMES]
+
+
+def _size(spec: AnomalySpec, key: str, default: tuple[float, float]) -> tuple[float, float]:
+    """A manipulation's size option ``LOW-HIGH`` (shares within [0, 1]), or ``default``."""
+    text = spec.options.get(key)
+    if text is None:
+        return default
+    low, sep, high = str(text).partition("-")
+    try:
+        bounds = (float(low), float(high if sep else low))
+    except ValueError:
+        raise ValueError(f"anomaly {spec.text!r}: {key}={text!r} is not LOW-HIGH (e.g. 0.1-0.4)") from None
+    if not 0 <= bounds[0] <= bounds[1] <= 1:
+        raise ValueError(f"anomaly {spec.text!r}: {key}={text!r} must satisfy 0 <= LOW <= HIGH <= 1")
+    return bounds
 
 
 # -- paths and values ------------------------------------------------------------------------------
@@ -360,17 +381,17 @@ class Injector:
             }  # fmt: skip
             self._row(spec, ballot, row, detail)
 
-    def _stuffing(self, spec, ballot, rows, rng, low: float, high: float, shift: tuple[float, float] | None) -> None:
+    def _stuffing(self, spec, ballot, rows, rng, stuffed: tuple[float, float], shift: tuple[float, float] | None) -> None:
         fav = self._favoured(spec, ballot, rows)
         before = self._snapshot(ballot, rows)
         a = ballot.admin
         nonvoters = a["pemilih_dpt_j"][rows] - a["pengguna_dpt_j"][rows]
-        added = rng.binomial(nonvoters, rng.uniform(low, high, len(rows)))
+        added = rng.binomial(nonvoters, rng.uniform(*_size(spec, "added", stuffed), len(rows)))
         self._add_voters(ballot, rows, added, rng)
         ballot.votes[rows, fav] += added
         moved = np.zeros(len(rows), dtype=np.int64)
         if shift is not None:
-            moved = self._shift(ballot, rows, fav, rng.uniform(*shift, len(rows)), rng)
+            moved = self._shift(ballot, rows, fav, rng.uniform(*_size(spec, "moved", shift), len(rows)), rng)
         self._manipulation_rows(spec, ballot, rows, fav, before, {"added": added, "shifted": moved})
 
     def _shift(self, ballot: Ballot, rows: np.ndarray, fav: np.ndarray, share: np.ndarray, rng) -> np.ndarray:
@@ -384,15 +405,15 @@ class Injector:
         return moved.sum(axis=1)
 
     def _stuffing_incremental(self, spec, ballot, rows, rng) -> None:
-        self._stuffing(spec, ballot, rows, rng, 0.15, 0.6, None)
+        self._stuffing(spec, ballot, rows, rng, (0.15, 0.6), None)
 
     def _stuffing_extreme(self, spec, ballot, rows, rng) -> None:
-        self._stuffing(spec, ballot, rows, rng, 0.85, 1.0, (0.7, 1.0))
+        self._stuffing(spec, ballot, rows, rng, (0.85, 1.0), (0.7, 1.0))
 
     def _vote_shifting(self, spec, ballot, rows, rng) -> None:
         fav = self._favoured(spec, ballot, rows)
         before = self._snapshot(ballot, rows)
-        moved = self._shift(ballot, rows, fav, rng.uniform(0.1, 0.4, len(rows)), rng)
+        moved = self._shift(ballot, rows, fav, rng.uniform(*_size(spec, "moved", (0.1, 0.4)), len(rows)), rng)
         self._manipulation_rows(spec, ballot, rows, fav, before, {"shifted": moved})
 
     def _fabricated(self, spec, ballot, rows, rng) -> None:
