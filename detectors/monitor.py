@@ -22,22 +22,33 @@ Joint (multivariate) peer test
     the share of peers whose own score is as small. The peers are the kabupaten's TPS **outside the TPS's
     own kecamatan**: stuffing organised across a kecamatan fills the upper-right corner with its own
     stations and would hide itself among all peers (with all peers, none of 720 extreme-stuffed TPS of a
-    simulated Central Java was flagged; without the own kecamatan, 485 against the whole night's TPS and
-    178 as they arrived, while the kabupaten were still small). The price: a kecamatan that is
+    simulated Central Java was flagged; without the own kecamatan, 443 as they arrive, and 485 scored
+    against the whole night's TPS). The price: a kecamatan that is
     naturally unlike the rest is more often in the corner, so this rank is slightly anti-conservative
     (simulated: 11 per 10,000 clean TPS at a rank of 1 in 2,000, against the nominal 5; real DIY/Bali at 1
     in 200: 35 per 10,000 against 50); the Bonferroni budget of the four features keeps the detector's
     total at or under ``far``.
+
+Deferred scoring
+    Early in the night a kabupaten has too few TPS for any rank to reach ``far`` (``4 / far`` outside the
+    TPS's kecamatan). A TPS seen then that is already in the top 5% of the corner (or with nobody as high)
+    waits in ``deferred:<kabkota>:<jenis>`` (at most :data:`DEFER_MAX`) and is scored once more, with every
+    feature, by the first form of its kabupaten that finds enough peers for it; the alert says it was
+    scored late. Without this, a TPS counted early was never flagged (178 of the 720 above instead of 443).
+    The deferred state is written before the others (:meth:`RegionalMonitor.keys`), so a redo after a
+    crash decides what waits from the states the first pass saw.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from pantau.schemas import Alert, Tally
+from pantau.schemas.tally import Region
 
 from .alerts import tps_alert
 from .assessor import NOKEN, NOKEN_PROVINCES
@@ -49,6 +60,8 @@ JOINT_BINS = 21  # 5-point cells: the corner is sparse, finer cells only multipl
 PEER_FEATURES = ("turnout", "invalid_rate", "leader_share", "turnout_and_share")
 PEER_FAR = 0.002
 PEER_MIN = 200
+DEFER_RANK = 0.05  # a TPS in the top 5% of the corner so far waits to be scored again
+DEFER_MAX = 256  # per kabupaten and ballot type; the farthest into the corner are kept
 
 
 def region_key(level: str, region: str, jenis: str) -> str:
@@ -132,6 +145,7 @@ class JointGrid:
 
     def __init__(self, cells: np.ndarray | None = None):
         self.cells = np.zeros((JOINT_BINS, JOINT_BINS), dtype=np.int64) if cells is None else cells
+        self.n = int(self.cells.sum())
 
     @staticmethod
     def cell(p: Profile) -> tuple[int, int]:
@@ -139,12 +153,9 @@ class JointGrid:
         scale = JOINT_BINS - 1
         return min(round(p.turnout * scale), scale), min(round(top * scale), scale)
 
-    @property
-    def n(self) -> int:
-        return int(self.cells.sum())
-
     def add(self, p: Profile, sign: int = 1) -> None:
         self.cells[self.cell(p)] += sign
+        self.n += sign
 
     def corner_rank(self, p: Profile, without: JointGrid | None = None) -> tuple[float, int]:
         """``(rank, peers)`` of ``p`` among this grid's TPS less ``without``'s."""
@@ -164,6 +175,43 @@ class JointGrid:
         for index, count in state:
             flat[index] = count
         return cls(flat.reshape(JOINT_BINS, JOINT_BINS))
+
+
+class Deferred:
+    """The TPS of a kabupaten scored before it had enough peers to flag anything, that were already in
+    the top :data:`DEFER_RANK` of the turnout × share corner: they are scored once more when it has.
+
+    An entry is ``[kode_tps, counts, register, voters, valid, invalid, ts, received_at, rank]``: the
+    profile, when the form was seen, and its corner rank then (the farthest in are kept when full).
+    """
+
+    def __init__(self, entries: list[list] | None = None):
+        self.entries: list[list] = [] if entries is None else entries
+
+    def add(self, tally: Tally, p: Profile, rank: float) -> None:
+        received = tally.received_at.isoformat() if tally.received_at is not None else None
+        self.entries.append([p.kode_tps, [list(c) for c in p.counts], p.register, p.voters, p.valid, p.invalid,
+                             tally.ts, received, round(rank, 9)])  # fmt: skip
+        if len(self.entries) > DEFER_MAX:
+            self.entries.sort(key=lambda e: (e[8], e[0]))
+            del self.entries[DEFER_MAX:]
+
+    def drop(self, kode_tps: str) -> None:
+        self.entries = [e for e in self.entries if e[0] != kode_tps]
+
+    @staticmethod
+    def unpack(entry: list, jenis: str) -> tuple[Tally, Profile]:
+        kode, counts, register, voters, valid, invalid, ts, received, _ = entry
+        tally = Tally(kode, jenis, Region.of(kode), {}, (), True, True, (), ts, None,
+                      datetime.fromisoformat(received) if received else None)  # fmt: skip
+        return tally, Profile(kode, jenis, tuple((k, v) for k, v in counts), register, voters, valid, invalid)
+
+    def to_state(self) -> list[list]:
+        return self.entries
+
+    @classmethod
+    def from_state(cls, state: list[list]) -> Deferred:
+        return cls([list(e) for e in state])
 
 
 def features(p: Profile) -> dict[str, float]:
@@ -199,6 +247,8 @@ class RegionalMonitor:
         self.sums: dict[str, RegionSums] = {}
         self.peers: dict[str, PeerHistograms] = {}
         self.grids: dict[str, JointGrid] = {}
+        self.deferred: dict[str, Deferred] = {}
+        self.judged: tuple[Profile | None, Alert | None, float] = (None, None, 1.0)  # the last form scored: what apply reuses
         self.changed: set[str] = set()
 
     def forget(self) -> None:
@@ -206,6 +256,7 @@ class RegionalMonitor:
         self.sums.clear()
         self.peers.clear()
         self.grids.clear()
+        self.deferred.clear()
         self.changed.clear()
 
     def region(self, key: str) -> RegionSums:
@@ -217,6 +268,9 @@ class RegionalMonitor:
     def _grid(self, key: str) -> JointGrid:
         return self._cached(self.grids, key, JointGrid)
 
+    def _deferred(self, key: str) -> Deferred:
+        return self._cached(self.deferred, key, Deferred)
+
     def _cached(self, cache: dict, key: str, kind: type) -> Any:
         """The cached object for ``key``, loaded from ``states`` (or new) on first use."""
         value = cache.get(key)
@@ -226,25 +280,48 @@ class RegionalMonitor:
         return value
 
     def score(self, tally: Tally, new: Profile | None) -> list[Alert]:
-        """The peer-outlier alert of a form against its kabupaten's TPS so far (no state changes)."""
+        """The peer-outlier alert of a form against its kabupaten's TPS so far, then those of the kabupaten's
+        deferred TPS that have enough peers now (no state changes)."""
         if new is None:
             return []
         if self.holds is not None and any(map(self.holds, self.keys(tally))):
             return []
-        peers = self._peers(f"peers:{tally.kode_tps[:4]}:{tally.jenis}")
-        leader = self.region(region_key("kabkota", tally.kode_tps[:4], tally.jenis)).leader()
-        corner = self._grid(f"joint:{tally.kode_tps[:4]}:{tally.jenis}").corner_rank(
-            new, without=self._grid(f"joint:{tally.kode_tps[:6]}:{tally.jenis}"))
-        alert = self._score(tally, new, leader, peers, corner)
-        return [] if alert is None else [alert]
+        self.judged = (new, *self._judge(tally, new))
+        alerts = [self.judged[1]]
+        for entry in self._ready(self._deferred(f"deferred:{tally.kode_tps[:4]}:{tally.jenis}"), tally.jenis):
+            alerts.append(self._judge(*Deferred.unpack(entry, tally.jenis), deferred=True)[0])
+        return [a for a in alerts if a is not None]
+
+    def _judge(self, tally: Tally, p: Profile, deferred: bool = False) -> tuple[Alert | None, float]:
+        """The form's peer-outlier alert (or None) and its corner rank."""
+        kab, jenis = tally.kode_tps[:4], tally.jenis
+        corner = self._grid(f"joint:{kab}:{jenis}").corner_rank(p, without=self._grid(f"joint:{tally.kode_tps[:6]}:{jenis}"))
+        leader = self.region(region_key("kabkota", kab, jenis)).leader()
+        return self._score(tally, p, leader, self._peers(f"peers:{kab}:{jenis}"), corner, deferred), corner[0]
+
+    def _outside(self, kode_tps: str, jenis: str) -> int:
+        """The kabupaten's TPS outside the TPS's kecamatan."""
+        return self._grid(f"joint:{kode_tps[:4]}:{jenis}").n - self._grid(f"joint:{kode_tps[:6]}:{jenis}").n
+
+    def _can_flag(self, kode_tps: str, jenis: str) -> bool:
+        """Whether the kabupaten has the peers (outside the TPS's kecamatan) for a rank that can be flagged."""
+        outside = self._outside(kode_tps, jenis)
+        return outside + 1 >= len(PEER_FEATURES) / self.far and outside >= self.min_peers
+
+    def _ready(self, deferred: Deferred, jenis: str) -> list[list]:
+        if not deferred.entries or self._grid(f"joint:{deferred.entries[0][0][:4]}:{jenis}").n + 1 < len(PEER_FEATURES) / self.far:
+            return []  # O(1) while the kabupaten is too small for any of them
+        return [e for e in deferred.entries if self._can_flag(e[0], jenis)]
 
     @staticmethod
     def keys(tally: Tally) -> list[str]:
-        """The states a TPS's form changes: its kecamatan's and kabupaten's sums, its kabupaten's peers,
-        and the joint grids of both."""
+        """The states a TPS's form changes: its kabupaten's deferred TPS (first: whether it waits depends on
+        the others, so after a crash it must not hold a submission they do not), its kecamatan's and
+        kabupaten's sums, its kabupaten's peers, and the joint grids of both."""
         regions = [region_key(level, code, tally.jenis) for level, code in regions_of(tally.kode_tps).items()]
         kode, jenis = tally.kode_tps, tally.jenis
-        return [*regions, f"peers:{kode[:4]}:{jenis}", f"joint:{kode[:4]}:{jenis}", f"joint:{kode[:6]}:{jenis}"]
+        return [f"deferred:{kode[:4]}:{jenis}", *regions, f"peers:{kode[:4]}:{jenis}", f"joint:{kode[:4]}:{jenis}",
+                f"joint:{kode[:6]}:{jenis}"]  # fmt: skip
 
     def apply(self, tally: Tally, old: Profile | None, new: Profile | None) -> list[str]:
         """Replace the TPS's previous profile ``old`` by ``new`` in its regions and peer histograms; return
@@ -256,7 +333,9 @@ class RegionalMonitor:
         for key in self.keys(tally):
             if self.holds is not None and self.holds(key):
                 continue
-            if key.startswith(("peers:", "joint:")):
+            if key.startswith("deferred:"):
+                self._update_deferred(self._deferred(key), tally, old, new)
+            elif key.startswith(("peers:", "joint:")):
                 counts = self._peers(key) if key.startswith("peers:") else self._grid(key)
                 if old is not None:
                     counts.add(old, -1)
@@ -276,6 +355,23 @@ class RegionalMonitor:
         self.changed.update(changed)
         return changed
 
+    def _update_deferred(self, deferred: Deferred, tally: Tally, old: Profile | None, new: Profile | None) -> None:
+        """Before the grids take ``new``: drop the entries :meth:`score` just scored again (and the TPS's
+        own, now revised), and defer ``new`` if it cannot be flagged yet but is far into the corner."""
+        if new is None:  # not scored: nothing was scored again either
+            if old is not None:
+                deferred.drop(tally.kode_tps)
+            return
+        ready = {e[0] for e in self._ready(deferred, tally.jenis)}
+        if ready or old is not None:
+            deferred.entries = [e for e in deferred.entries if e[0] not in ready and e[0] != tally.kode_tps]
+        if not self._can_flag(tally.kode_tps, tally.jenis):
+            judged, alert, rank = self.judged
+            if judged is not new:
+                alert, rank = self._judge(tally, new)
+            if alert is None and rank <= max(DEFER_RANK, 1 / (self._outside(tally.kode_tps, tally.jenis) + 1)):
+                deferred.add(tally, new, rank)
+
     def prior(self, tally: Tally) -> dict[str, tuple[float, float]]:
         """The share prior of the TPS's station null (:func:`~.regional.share_prior`): its kecamatan's
         stations so far.
@@ -288,7 +384,7 @@ class RegionalMonitor:
         return self.region(region_key("kecamatan", tally.kode_tps[:6], tally.jenis)).prior()
 
     def _score(self, tally: Tally, p: Profile, leader: str | None, peers: PeerHistograms,
-               corner: tuple[float, int]) -> Alert | None:  # fmt: skip
+               corner: tuple[float, int], deferred: bool = False) -> Alert | None:  # fmt: skip
         n = peers.n
         if n < self.min_peers or leader is None:
             return None
@@ -310,8 +406,13 @@ class RegionalMonitor:
             "turnout": round(p.turnout, 4), "top_share": round(top, 4), "peers_outside_kecamatan": corner[1],
             "upper_tail": round(corner[0], 6),
         }  # fmt: skip
+        late = ("", "")
+        if deferred:
+            evidence["deferred"] = True
+            late = (" Dinilai ulang setelah kabupaten/kota ini punya cukup TPS pembanding.",
+                    " Scored again once this kabupaten/kota had enough TPS to compare with.")  # fmt: skip
         if PEER_FEATURES[worst] == "turnout_and_share":
-            return self._corner_alert(tally, p.turnout, top, corner, far, evidence)
+            return self._corner_alert(tally, p.turnout, top, corner, far, evidence, late)
         label = PEER_FEATURES[worst]
         label_id = {"turnout": "partisipasi", "invalid_rate": "suara tidak sah", "leader_share": f"suara {leader}"}[label]
         label_en = {"turnout": "turnout", "invalid_rate": "invalid-vote rate", "leader_share": f"{leader}'s share"}[label]
@@ -319,25 +420,25 @@ class RegionalMonitor:
         return tps_alert(
             tally, "stat.peer_outlier", "warning", -np.log10(max(far, 1e-12)),
             f"{label_id[0].upper() + label_id[1:]} {value:.0%} jauh di atas TPS lain di kabupaten/kota ini (median {median:.0%}; "
-            f"peringkat ekor {tails[worst]:.2%} di antara {n:,} TPS). Ini alasan untuk memeriksa formulir, bukan bukti kecurangan.",
+            f"peringkat ekor {tails[worst]:.2%} di antara {n:,} TPS). Ini alasan untuk memeriksa formulir, bukan bukti kecurangan.{late[0]}",
             f"{label_en[0].upper() + label_en[1:]} {value:.0%} is far above the other TPS of this kabupaten/kota (median {median:.0%}; "
-            f"upper-tail rank {tails[worst]:.2%} among {n:,} TPS). A reason to check the form, not proof of fraud.",
+            f"upper-tail rank {tails[worst]:.2%} among {n:,} TPS). A reason to check the form, not proof of fraud.{late[1]}",
             evidence,
         )  # fmt: skip
 
     @staticmethod
     def _corner_alert(tally: Tally, turnout: float, top: float, corner: tuple[float, int], far: float,
-                      evidence: dict[str, Any]) -> Alert:  # fmt: skip
+                      evidence: dict[str, Any], late: tuple[str, str]) -> Alert:  # fmt: skip
         noken = tally.kode_tps[:2] in NOKEN_PROVINCES
         rank, n = corner
         return tps_alert(
             tally, "stat.peer_outlier", "warning", -np.log10(max(far, 1e-12)),
             f"Partisipasi {turnout:.0%} dan suara pemenang TPS {top:.0%} bersama-sama jauh di atas TPS kecamatan lain di "
             f"kabupaten/kota ini (peringkat ekor {rank:.2%} di antara {n:,} TPS; pola sidik jari Klimek). Ini alasan untuk "
-            f"memeriksa formulir, bukan bukti kecurangan." + (" " + NOKEN[0] if noken else ""),
+            f"memeriksa formulir, bukan bukti kecurangan.{late[0]}" + (" " + NOKEN[0] if noken else ""),
             f"Turnout {turnout:.0%} and the TPS winner's share {top:.0%} are together far above the TPS of other kecamatan "
             f"of this kabupaten/kota (upper-tail rank {rank:.2%} among {n:,} TPS; Klimek's fingerprint). A reason to check "
-            f"the form, not proof of fraud." + (" " + NOKEN[1] if noken else ""),
+            f"the form, not proof of fraud.{late[1]}" + (" " + NOKEN[1] if noken else ""),
             evidence,
         )  # fmt: skip
 
@@ -352,10 +453,10 @@ class RegionalMonitor:
     def flush_one(self, key: str) -> dict[str, RegionSums]:
         """:meth:`flush` for one changed key: ``{key: sums}`` for a region, ``{}`` for peer histograms."""
         self.changed.discard(key)
-        if key.startswith(("peers:", "joint:")):
+        if not key.startswith(("kecamatan:", "kabkota:")):
             if self.persist:
-                counts = self.peers[key] if key.startswith("peers:") else self.grids[key]
-                self.states[key] = counts.to_state()
+                cache = {"peers": self.peers, "joint": self.grids, "deferred": self.deferred}[key.split(":")[0]]
+                self.states[key] = cache[key].to_state()
             return {}
         if self.persist:
             self.states[key] = self.sums[key].to_state()

@@ -255,6 +255,31 @@ def test_stuffing_across_a_kecamatan_cannot_hide_from_the_joint_peer_test():
     assert "Klimek" in alerts[-1][0].reason_en and "not proof of fraud" in alerts[-1][0].reason_en
 
 
+def test_a_tps_seen_before_its_kabupaten_had_peers_is_scored_again_after_a_restart():
+    """Stuffed TPS counted first, when nothing can be flagged yet, wait (in the monitor's states) and are
+    flagged once the kabupaten has enough TPS; clean ones that waited are not."""
+    states, revisions = {}, {}
+    monitor = RegionalMonitor(states, far=0.01, min_peers=200)
+    inspector = TpsInspector(Capacity(), states=revisions, monitor=monitor)
+    stuffed = [station(f"3404020001{i + 1:03d}", (291, 4, 2), register=300) for i in range(10)]
+    clean = clean_stations(600, seed=9, prefix="340401")
+    early = [a for p in stuffed + clean[:100] for a in inspector(tally_of(kode_tps=p.kode_tps, **_form(p)))
+             if a.detector == "stat.peer_outlier"]  # fmt: skip
+    monitor.flush()
+    assert early == [] and len(states["deferred:3404:ppwp"]) >= 10
+
+    monitor = RegionalMonitor(states, far=0.01, min_peers=200)  # a restart: only the states remain
+    inspector = TpsInspector(Capacity(), states=revisions, monitor=monitor)
+    late = [a for p in clean[100:] for a in inspector(tally_of(kode_tps=p.kode_tps, **_form(p)))
+            if a.detector == "stat.peer_outlier"]  # fmt: skip
+    deferred = [a for a in late if a.evidence.get("deferred")]
+    assert {a.kode_tps for a in deferred} >= {p.kode_tps for p in stuffed}
+    assert all("Scored again once" in a.reason_en for a in deferred)
+    assert len([a for a in late if a.kode_tps.startswith("340401")]) <= 0.01 * 600 * 2
+    monitor.flush()
+    assert all(not e[0].startswith("340402") for e in states["deferred:3404:ppwp"])
+
+
 def test_joint_grid_rank_is_conformal_and_survives_json():
     grid = JointGrid()
     stations = clean_stations(400, seed=5)
