@@ -55,6 +55,7 @@ from pantau.schemas import DeadLetter, InvalidSubmission, normalize, parse_envel
 
 from .backoff import quiet_repeated_broker_errors, use_reconnect_backoff
 from .metrics import Metrics, StallWatch, expected_tps
+from .rewind import use_full_rewind
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,9 @@ class Pipeline:
         self.position: tuple[int, int | None] = (0, None)
         #: Per submissions partition held, the stored source positions trusted: those below this offset.
         self.trusted: dict[int, float] = {}
+        #: Per submissions partition held, where the group resumed it at the last rebalance: its committed
+        #: offset, or the log's start if it had none (what is behind until this worker processes one).
+        self.resumed_at: dict[int, int] = {}
         #: Per region key changed in this batch, the position of the last submission that changed it.
         self.region_positions: dict[str, tuple[int, int | None]] = {}
 
@@ -346,17 +350,21 @@ class Pipeline:
         consumer = self.app.consumer
         held = [tp for tp in consumer.assignment() if tp.topic == self.settings.topic_submissions]
         trusted: dict[int, float] = {}
+        resumed_at: dict[int, int] = {}
         try:
             committed = {(tp.topic, tp.partition): offset for tp, offset in (await consumer.seek_to_committed()).items()}
             fresh = [tp for tp in held if not committed.get((tp.topic, tp.partition))]
             ends = {tp.partition: offset for tp, offset in (await consumer.highwaters(*fresh)).items()} if fresh else {}
+            starts = {tp.partition: offset for tp, offset in (await consumer.earliest_offsets(*fresh)).items()} if fresh else {}
             for tp in held:
-                trusted[tp.partition] = math.inf if committed.get((tp.topic, tp.partition)) else ends.get(tp.partition, 0)
+                offset = committed.get((tp.topic, tp.partition))
+                trusted[tp.partition] = math.inf if offset else ends.get(tp.partition, 0)
+                resumed_at[tp.partition] = offset or starts.get(tp.partition, 0)
         except Exception:  # not knowing, trust nothing: redone submissions are inspected again
             log.warning("committed and end offsets unknown after the rebalance: stored source positions not trusted",
                         exc_info=True)  # fmt: skip
-            trusted = {}
-        self.trusted = trusted
+            trusted, resumed_at = {}, {}
+        self.trusted, self.resumed_at = trusted, resumed_at
 
     async def learn(self, events: list[faust.EventT]) -> None:
         """Take a batch of desk verdicts into the suppression table; dead-letter the invalid ones."""
@@ -420,7 +428,8 @@ class Pipeline:
 
         The end offset is the larger of the consumer's high watermark (from its fetches: none for a
         partition it has not fetched) and the broker's (ListOffsets, too small on Tansu after a
-        multi-record batch), so a partition the consumer stopped fetching still shows its lag.
+        multi-record batch), so a partition the consumer stopped fetching still shows its lag. What is
+        done is the last offset this worker processed, else where the group resumed the partition.
         """
         consumer = self.app.consumer
         held = sorted((tp for tp in consumer.assignment() if tp.topic == self.settings.topic_submissions), key=lambda tp: tp.partition)
@@ -434,7 +443,10 @@ class Pipeline:
         for tp in held:
             end = max(ends.get(tp) or 0, consumer.highwater(tp) or 0)
             position = positions[tp.partition]
-            done = self.processed_offsets[tp.partition] + 1 if tp.partition in self.processed_offsets else position or 0
+            if tp.partition in self.processed_offsets:
+                done = self.processed_offsets[tp.partition] + 1
+            else:  # not the position: a consumer that skipped records (stream/rewind.py) is at the end, them undone
+                done = self.resumed_at.get(tp.partition, position or 0)
             self.metrics.consumer_lag.labels(str(tp.partition)).set(max(end - done, 0))
             if self.stalls.update(tp.partition, (position, done), end > done and not self.app.rebalancing, now):
                 stalled.append(tp.partition)
@@ -539,6 +551,7 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
     use_fetch_max_wait(settings.fetch_max_wait_ms)
     use_reconnect_backoff(settings.reconnect_backoff_ms, settings.reconnect_backoff_max_ms)
     quiet_repeated_broker_errors()
+    use_full_rewind()
     app = faust.App(settings.app_id, **options)
     pipeline = Pipeline(app, settings)
     app.pantau = pipeline  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """Per-partition progress (issue 9): the lag gauge and the stall watch of a worker, against a consumer
 whose answers the test sets -- the case the 100,000-submission crash run met once, a partition the
-consumer never fetched again after a restart while it went on with the others."""
+consumer never fetched again after a restart while it went on with the others, and the one behind it,
+a partition whose records the consumer skipped (stream/rewind.py)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,19 @@ def test_a_partition_never_fetched_shows_its_lag_and_is_reported_stalled_after_t
     clock[0] += 2.0
     asyncio.run(pipeline.update_progress())
     assert pipeline.stalled == [] and stalled_gauge(pipeline) == 0
+
+
+def test_a_partition_whose_records_were_skipped_shows_its_backlog_and_is_reported_stalled(pipeline: Any) -> None:
+    """Before stream/rewind.py, a partition with no committed offset could be left at its end with none of
+    its records read (the crash harness met it): the position says done, the resume point does not."""
+    pipeline, consumer, clock = pipeline
+    consumer.positions[1] = consumer.fetched[1] = consumer.ends[1]
+    pipeline.resumed_at[1] = 0
+    asyncio.run(pipeline.update_progress())
+    assert lag(pipeline, 1) == 9760
+    clock[0] += 61.0
+    asyncio.run(pipeline.update_progress())
+    assert 1 in pipeline.stalled
 
 
 def test_a_caught_up_partition_does_not_stall_however_long_it_waits(pipeline: Any) -> None:
