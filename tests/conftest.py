@@ -114,3 +114,17 @@ MISREAD_DOC = {
     },
     "psu": None, "ts": "2024-02-16 12:51:22", "status_suara": True, "status_adm": True,
 }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A Tansu broker on a free loopback port for the module (tests/test_stream.py has its own, which also
+    stops the workers it started)."""
+    from pantau.stream.broker import EmbeddedBroker
+
+    instance = EmbeddedBroker(stop_timeout=5.0)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()

@@ -1363,18 +1363,6 @@ def test_a_message_the_database_refuses_is_skipped_not_retried_forever(sessions:
 # 14. Through a real broker
 
 
-@pytest.fixture(scope="module")
-def broker():
-    from pantau.stream.broker import EmbeddedBroker
-
-    instance = EmbeddedBroker(stop_timeout=5.0)
-    instance.start()
-    try:
-        yield instance
-    finally:
-        instance.stop()
-
-
 def consume_until(feed: Feed, sessions: sessionmaker, done, timeout: float = 45.0) -> None:
     deadline = time.monotonic() + timeout
     while True:

@@ -8,8 +8,6 @@ its records are never read (the crash harness lost thousands of submissions so).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -19,16 +17,6 @@ from pantau.stream.rewind import rewind_uncommitted, use_full_rewind
 pytestmark = pytest.mark.broker
 
 TOPIC = "rewind.submissions"
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    instance = EmbeddedBroker(stop_timeout=5.0)
-    instance.start()
-    try:
-        yield instance
-    finally:
-        instance.stop()
 
 
 async def _positions_after_seek_to_committed(bootstrap: str, rewind: bool) -> tuple[list[int], list[TopicPartition]]:
