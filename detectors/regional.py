@@ -418,7 +418,8 @@ class RegionSums:
                 current += values
             else:
                 current -= values
-        self._sample(sample_key(p.kode_tps), (p.turnout, max(x for _, x in p.counts) / p.valid), sign)
+        # 4 decimals: the dip test needs no more, and the sample is most of a region's state on the wire
+        self._sample(sample_key(p.kode_tps), (round(p.turnout, 4), round(max(x for _, x in p.counts) / p.valid, 4)), sign)
         kode = p.kode_tps
         for test, entries in self.top.items():
             if any(entry[1] == kode for entry in entries):
