@@ -149,9 +149,8 @@ class JointGrid:
 
     @staticmethod
     def cell(p: Profile) -> tuple[int, int]:
-        top = max(x for _, x in p.counts) / p.valid
         scale = JOINT_BINS - 1
-        return min(round(p.turnout * scale), scale), min(round(top * scale), scale)
+        return min(round(p.turnout * scale), scale), min(round(p.top_share * scale), scale)
 
     def add(self, p: Profile, sign: int = 1) -> None:
         self.cells[self.cell(p)] += sign
@@ -271,6 +270,12 @@ class RegionalMonitor:
     def _deferred(self, key: str) -> Deferred:
         return self._cached(self.deferred, key, Deferred)
 
+    def _counts(self, key: str) -> PeerHistograms | JointGrid | Deferred:
+        """The cached object of a ``peers:``, ``joint:`` or ``deferred:`` key."""
+        if key.startswith("peers:"):
+            return self._peers(key)
+        return self._grid(key) if key.startswith("joint:") else self._deferred(key)
+
     def _cached(self, cache: dict, key: str, kind: type) -> Any:
         """The cached object for ``key``, loaded from ``states`` (or new) on first use."""
         value = cache.get(key)
@@ -303,15 +308,14 @@ class RegionalMonitor:
         """The kabupaten's TPS outside the TPS's kecamatan."""
         return self._grid(f"joint:{kode_tps[:4]}:{jenis}").n - self._grid(f"joint:{kode_tps[:6]}:{jenis}").n
 
-    def _can_flag(self, kode_tps: str, jenis: str) -> bool:
-        """Whether the kabupaten has the peers (outside the TPS's kecamatan) for a rank that can be flagged."""
-        outside = self._outside(kode_tps, jenis)
+    def _can_flag(self, outside: int) -> bool:
+        """Whether ``outside`` peers (the TPS's kabupaten outside its kecamatan) allow a rank that can be flagged."""
         return outside + 1 >= len(PEER_FEATURES) / self.far and outside >= self.min_peers
 
     def _ready(self, deferred: Deferred, jenis: str) -> list[list]:
-        if not deferred.entries or self._grid(f"joint:{deferred.entries[0][0][:4]}:{jenis}").n + 1 < len(PEER_FEATURES) / self.far:
-            return []  # O(1) while the kabupaten is too small for any of them
-        return [e for e in deferred.entries if self._can_flag(e[0], jenis)]
+        if not deferred.entries or not self._can_flag(self._grid(f"joint:{deferred.entries[0][0][:4]}:{jenis}").n):
+            return []  # O(1) while the kabupaten itself is too small for any of them
+        return [e for e in deferred.entries if self._can_flag(self._outside(e[0], jenis))]
 
     @staticmethod
     def keys(tally: Tally) -> list[str]:
@@ -336,7 +340,7 @@ class RegionalMonitor:
             if key.startswith("deferred:"):
                 self._update_deferred(self._deferred(key), tally, old, new)
             elif key.startswith(("peers:", "joint:")):
-                counts = self._peers(key) if key.startswith("peers:") else self._grid(key)
+                counts = self._counts(key)
                 if old is not None:
                     counts.add(old, -1)
                 if new is not None:
@@ -365,11 +369,12 @@ class RegionalMonitor:
         ready = {e[0] for e in self._ready(deferred, tally.jenis)}
         if ready or old is not None:
             deferred.entries = [e for e in deferred.entries if e[0] not in ready and e[0] != tally.kode_tps]
-        if not self._can_flag(tally.kode_tps, tally.jenis):
+        outside = self._outside(tally.kode_tps, tally.jenis)
+        if not self._can_flag(outside):
             judged, alert, rank = self.judged
             if judged is not new:
                 alert, rank = self._judge(tally, new)
-            if alert is None and rank <= max(DEFER_RANK, 1 / (self._outside(tally.kode_tps, tally.jenis) + 1)):
+            if alert is None and rank <= max(DEFER_RANK, 1 / (outside + 1)):
                 deferred.add(tally, new, rank)
 
     def prior(self, tally: Tally) -> dict[str, tuple[float, float]]:
@@ -395,7 +400,7 @@ class RegionalMonitor:
         far = min(1.0, tails[worst] * len(tails))
         if far > self.far:
             return None
-        top = max(x for _, x in p.counts) / p.valid
+        top = p.top_share
         evidence = {
             "peers": n, "kabkota": tally.kode_tps[:4], "leader": leader, "false_alarm_rate": round(far, 6),
             "features": {label: {"value": round(values.get(name, 0.0), 4), "peer_median": round(peers.median(name), 2),
@@ -455,8 +460,7 @@ class RegionalMonitor:
         self.changed.discard(key)
         if not key.startswith(("kecamatan:", "kabkota:")):
             if self.persist:
-                cache = {"peers": self.peers, "joint": self.grids, "deferred": self.deferred}[key.split(":")[0]]
-                self.states[key] = cache[key].to_state()
+                self.states[key] = self._counts(key).to_state()
             return {}
         if self.persist:
             self.states[key] = self.sums[key].to_state()

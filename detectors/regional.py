@@ -106,6 +106,11 @@ class Profile:
     def turnout(self) -> float:
         return min(self.voters / self.register, 1.0)
 
+    @property
+    def top_share(self) -> float:
+        """The share of the valid votes of whoever won this TPS (Klimek's fingerprint axis)."""
+        return max(x for _, x in self.counts) / self.valid
+
 
 def profile(tally: Tally, form: FormResult) -> Profile | None:
     """The station's profile if its form is complete and every identity holds, else None.
@@ -419,7 +424,7 @@ class RegionSums:
             else:
                 current -= values
         # 4 decimals: the dip test needs no more, and the sample is most of a region's state on the wire
-        self._sample(sample_key(p.kode_tps), (round(p.turnout, 4), round(max(x for _, x in p.counts) / p.valid, 4)), sign)
+        self._sample(sample_key(p.kode_tps), (round(p.turnout, 4), round(p.top_share, 4)), sign)
         kode = p.kode_tps
         for test, entries in self.top.items():
             if any(entry[1] == kode for entry in entries):
