@@ -192,6 +192,30 @@ def test_small_regions_are_not_tested():
     assert assessor.assess() == []
 
 
+def test_a_small_kecamatan_is_judged_by_the_fingerprint_test_alone():
+    """15 complete forms, 5 of them at 100%/~100% in a kabupaten with none: the exact binomial fingerprint
+    test may fire from 10 stations; the digit tests wait for 30."""
+    stuffed = [station(f"3404010001{i:03d}", (290, 2, 0), register=292, invalid=0) for i in range(5)]
+    kec_stations = stuffed + clean_stations(10, prefix="340401")
+    kec, kab = RegionSums(), RegionSums()
+    for p in kec_stations:
+        kec.add(p)
+        kab.add(p)
+    for p in clean_stations(400, seed=2, prefix="340402"):
+        kab.add(p)
+    assessor = RegionalAssessor()
+    assessor.update("kecamatan:340401:ppwp", kec)
+    assessor.update("kabkota:3404:ppwp", kab)
+    raised = [(a.detector, a.region) for a in assessor.assess() if a.level == "kecamatan"]
+    assert raised == [("stat.fingerprint", "340401")]
+    strict = RegionalAssessor(min_fingerprint_tps=16)
+    strict.update("kecamatan:340401:ppwp", kec)
+    strict.update("kabkota:3404:ppwp", kab)
+    assert not [a for a in strict.assess() if a.level == "kecamatan"]
+    with pytest.raises(ValueError, match="min_fingerprint_tps"):
+        RegionalAssessor(min_fingerprint_tps=31)
+
+
 def test_papua_alerts_carry_the_noken_caveat():
     noken = [station(f"9501010001{i:03d}", (290, 0, 0), register=290, invalid=0) for i in range(40)]
     elsewhere = clean_stations(400, prefix="950102")

@@ -24,7 +24,7 @@ import numpy as np
 
 from pantau import __version__
 from pantau.desk.plots import digit_chart, fingerprint_chart, timeline_chart
-from pantau.detectors.assessor import CLEAR_FACTOR, FDR, MIN_TPS, MIN_UNITS
+from pantau.detectors.assessor import CLEAR_FACTOR, FDR, MIN_FINGERPRINT_TPS, MIN_TPS, MIN_UNITS
 from pantau.detectors.form import Capacity
 from pantau.detectors.monitor import PEER_FAR, PEER_MIN
 from pantau.detectors.regional import FIELDS, IX, RegionSums, region_tests
@@ -232,6 +232,7 @@ def build_context(run: AuditRun, inputs: list[InputFile], verdicts: dict[str, Ve
         "config": {
             "assess every (records)": f"{assess_every:,}", "FDR (Benjamini–Hochberg, per level)": FDR,
             "clear factor (hysteresis)": CLEAR_FACTOR, "minimum TPS per regional test": MIN_TPS,
+            "minimum TPS, fingerprint test": MIN_FINGERPRINT_TPS,
             "minimum counts per digit test": MIN_UNITS, "peer outlier false-alarm rate": PEER_FAR,
             "minimum peers": PEER_MIN, "capacity, domestic TPS": capacity.domestic,
             "capacity, overseas units": capacity.overseas, "region-sum fields": len(FIELDS),
