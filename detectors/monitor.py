@@ -13,8 +13,20 @@ Peer outliers
     *upper-tail rank* ``(peers at least this high + 1) / (peers + 1)`` is a calibrated false-alarm
     rate. The TPS is flagged when the smallest rank, times the 4 features (Bonferroni), is at most
     ``far`` (default 1 in 500) with at least ``min_peers`` peers; so at most about ``far`` of clean TPS
-    are flagged, whatever the kabupaten's own turnout or politics. The rank cannot go below
-    ``1 / (peers + 1)``: a kabupaten needs ``4 / far`` TPS before anything can be flagged at all.
+    are flagged, whatever the kabupaten's own turnout or politics.
+
+Smaller kabupaten
+    A rank cannot go below ``1 / (peers + 1)``, so the four features need ``4 / far`` peers (2,000) before
+    any can be flagged: 484 of the 610 kabupaten/kota, 36% of the TPS, never have that many. In a smaller
+    kabupaten a TPS with ``2 / far`` peers outside its kecamatan (1,000) is tested on the joint feature
+    alone, flagged when its rank is at most ``far / 2`` (:data:`JOINT_ALONE`). Which features are tested
+    depends only on the numbers of peers, never on the TPS's values. The joint rank alone is somewhat
+    anti-conservative, hence the factor 2 rather than 1: on real DIY/Bali, whose kabupaten all have
+    fewer than 2,000 TPS, 6 flags in 12,174 TPS where ~5 are nominal for the ~2,300 tested (at factor 1:
+    29); on a simulated country ~30 per 10,000 TPS tested this way against the nominal 20, and 8.3 per
+    10,000 over all clean TPS. It brings the TPS that can be flagged at all, once every form is in,
+    from 62% to 79% of the country, and the extreme-stuffed TPS flagged in that simulated country from
+    392 to 579 of 1,122.
 
 Joint (multivariate) peer test
     The fourth feature is Klimek's fingerprint for one TPS: turnout and the TPS winner's share *together*
@@ -22,7 +34,7 @@ Joint (multivariate) peer test
     the share of peers whose own score is as small. The peers are the kabupaten's TPS **outside the TPS's
     own kecamatan**: stuffing organised across a kecamatan fills the upper-right corner with its own
     stations and would hide itself among all peers (with all peers, none of 720 extreme-stuffed TPS of a
-    simulated Central Java was flagged; without the own kecamatan, 443 as they arrive, and 485 scored
+    simulated Central Java was flagged; without the own kecamatan, 447 as they arrive, and 485 scored
     against the whole night's TPS). The price: a kecamatan that is
     naturally unlike the rest is more often in the corner, so this rank is slightly anti-conservative
     (simulated: 11 per 10,000 clean TPS at a rank of 1 in 2,000, against the nominal 5; real DIY/Bali at 1
@@ -30,11 +42,11 @@ Joint (multivariate) peer test
     total at or under ``far``.
 
 Deferred scoring
-    Early in the night a kabupaten has too few TPS for any rank to reach ``far`` (``4 / far`` outside the
+    Early in the night a kabupaten has too few TPS for any rank to reach ``far`` (``1 / far`` outside the
     TPS's kecamatan). A TPS seen then that is already in the top 5% of the corner (or with nobody as high)
     waits in ``deferred:<kabkota>:<jenis>`` (at most :data:`DEFER_MAX`) and is scored once more, with every
     feature, by the first form of its kabupaten that finds enough peers for it; the alert says it was
-    scored late. Without this, a TPS counted early was never flagged (178 of the 720 above instead of 443).
+    scored late. Without this, a TPS counted early was never flagged (178 of the 720 above instead of 447).
     The deferred state is written before the others (:meth:`RegionalMonitor.keys`), so a redo after a
     crash decides what waits from the states the first pass saw.
 """
@@ -62,6 +74,10 @@ PEER_FAR = 0.002
 PEER_MIN = 200
 DEFER_RANK = 0.05  # a TPS in the top 5% of the corner so far waits to be scored again
 DEFER_MAX = 256  # per kabupaten and ballot type; the farthest into the corner are kept
+#: The factor of the joint feature's rank when it is tested alone (a smaller kabupaten): 2, not 1, because
+#: the joint rank is anti-conservative where kecamatan differ (real DIY/Bali at 1 in 500 from 500 peers:
+#: 55 flags per 10,000 TPS tested, against the nominal 20).
+JOINT_ALONE = 2
 
 
 def region_key(level: str, region: str, jenis: str) -> str:
@@ -304,18 +320,34 @@ class RegionalMonitor:
         leader = self.region(region_key("kabkota", kab, jenis)).leader()
         return self._score(tally, p, leader, self._peers(f"peers:{kab}:{jenis}"), corner, deferred), corner[0]
 
-    def _outside(self, kode_tps: str, jenis: str) -> int:
-        """The kabupaten's TPS outside the TPS's kecamatan."""
-        return self._grid(f"joint:{kode_tps[:4]}:{jenis}").n - self._grid(f"joint:{kode_tps[:6]}:{jenis}").n
+    def _peer_counts(self, kode_tps: str, jenis: str) -> tuple[int, int]:
+        """The kabupaten's TPS, and those outside the TPS's kecamatan."""
+        peers = self._grid(f"joint:{kode_tps[:4]}:{jenis}").n
+        return peers, peers - self._grid(f"joint:{kode_tps[:6]}:{jenis}").n
 
-    def _can_flag(self, outside: int) -> bool:
-        """Whether ``outside`` peers (the TPS's kabupaten outside its kecamatan) allow a rank that can be flagged."""
-        return outside + 1 >= len(PEER_FEATURES) / self.far and outside >= self.min_peers
+    def _tested(self, peers: int, outside: int) -> tuple[tuple[str, ...], int]:
+        """The features a TPS is tested on, given its kabupaten's ``peers`` and those ``outside`` its
+        kecamatan, and the factor their smallest rank is multiplied by: all four (Bonferroni, 4) once the
+        kabupaten's ranks can reach ``far`` that way, else the joint feature alone (:data:`JOINT_ALONE`)
+        once its rank can, else none (see "Smaller kabupaten")."""
+        if peers + 1 >= len(PEER_FEATURES) / self.far and peers >= self.min_peers:
+            return PEER_FEATURES, len(PEER_FEATURES)
+        if outside + 1 >= JOINT_ALONE / self.far and outside >= self.min_peers:
+            return PEER_FEATURES[-1:], JOINT_ALONE
+        return (), 0
+
+    def _can_flag(self, peers: int, outside: int) -> bool:
+        """Whether the joint feature's rank can reach ``far`` (with the factor of the features tested)."""
+        tested, factor = self._tested(peers, outside)
+        return PEER_FEATURES[-1] in tested and outside + 1 >= factor / self.far
 
     def _ready(self, deferred: Deferred, jenis: str) -> list[list]:
-        if not deferred.entries or not self._can_flag(self._grid(f"joint:{deferred.entries[0][0][:4]}:{jenis}").n):
+        if not deferred.entries:
+            return []
+        peers = self._grid(f"joint:{deferred.entries[0][0][:4]}:{jenis}").n
+        if not self._can_flag(peers, peers):
             return []  # O(1) while the kabupaten itself is too small for any of them
-        return [e for e in deferred.entries if self._can_flag(self._outside(e[0], jenis))]
+        return [e for e in deferred.entries if self._can_flag(*self._peer_counts(e[0], jenis))]
 
     @staticmethod
     def keys(tally: Tally) -> list[str]:
@@ -369,8 +401,8 @@ class RegionalMonitor:
         ready = {e[0] for e in self._ready(deferred, tally.jenis)}
         if ready or old is not None:
             deferred.entries = [e for e in deferred.entries if e[0] not in ready and e[0] != tally.kode_tps]
-        outside = self._outside(tally.kode_tps, tally.jenis)
-        if not self._can_flag(outside):
+        peers, outside = self._peer_counts(tally.kode_tps, tally.jenis)
+        if not self._can_flag(peers, outside):
             judged, alert, rank = self.judged
             if judged is not new:
                 alert, rank = self._judge(tally, new)
@@ -391,18 +423,20 @@ class RegionalMonitor:
     def _score(self, tally: Tally, p: Profile, leader: str | None, peers: PeerHistograms,
                corner: tuple[float, int], deferred: bool = False) -> Alert | None:  # fmt: skip
         n = peers.n
-        if n < self.min_peers or leader is None:
+        tested, factor = self._tested(n, corner[1])
+        if not tested or leader is None:
             return None
         values = features(p)
         names = ("turnout", "invalid_rate", leader)
         tails = [peers.tail(name, values.get(name, 0.0)) for name in names] + [corner[0]]
-        worst = int(np.argmin(tails))
-        far = min(1.0, tails[worst] * len(tails))
+        worst = min((PEER_FEATURES.index(name) for name in tested), key=lambda i: (tails[i], i))
+        far = min(1.0, tails[worst] * factor)
         if far > self.far:
             return None
         top = p.top_share
         evidence = {
             "peers": n, "kabkota": tally.kode_tps[:4], "leader": leader, "false_alarm_rate": round(far, 6),
+            "features_tested": list(tested),
             "features": {label: {"value": round(values.get(name, 0.0), 4), "peer_median": round(peers.median(name), 2),
                                  "upper_tail": round(t, 6)}
                          for label, name, t in zip(PEER_FEATURES, names, tails)},

@@ -123,9 +123,12 @@ def test_a_simulated_night_through_the_foundation_detectors(tmp_path, capsys):
     assert misread.top1 / misread.hit > 0.75 and misread.among / misread.hit > 0.9
     assert misread.corrected and misread.resolved == misread.corrected
     assert by_type["typo"].recall == 1.0
-    assert by_type["stuffing_extreme"].hit > 0 and by_type["stuffing_extreme"].recall == 0.0  # no statistical detector yet
+    # stuffed TPS of Kota Yogyakarta: too few peers for the TPS-level test (its kecamatan is the regional tests')
+    assert by_type["stuffing_extreme"].hit > 0 and by_type["stuffing_extreme"].recall == 0.0
     assert by_type["duplicate_submission"].hit > 0 and by_type["duplicate_submission"].any_alert == 0
-    assert all(d["clean_units"] == 0 for d in result.detectors)  # the clean night raises nothing
+    # on clean TPS the form checks raise nothing; the peer test stays within its false-alarm rate (1 in 500)
+    assert all(d["clean_units"] == 0 for d in result.detectors if not d["detector"].startswith("stat."))
+    assert all(d["false_alarms_per_10k_clean"] <= 20 for d in result.detectors)
 
     assert main(["evaluate", str(alerts), str(truth), "--json", str(tmp_path / "scores.json")]) == 0
     printed = capsys.readouterr().out

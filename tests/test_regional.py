@@ -279,6 +279,25 @@ def test_stuffing_across_a_kecamatan_cannot_hide_from_the_joint_peer_test():
     assert "Klimek" in alerts[-1][0].reason_en and "not proof of fraud" in alerts[-1][0].reason_en
 
 
+def test_a_small_kabupaten_is_tested_on_the_joint_feature_alone():
+    """1,100 TPS: too few for four features at 1 in 500 (2,000 peers), enough for the joint one alone at
+    1 in 1,000 (1,000 outside the TPS's kecamatan); with 900 nothing can be flagged yet."""
+
+    def flagged(kabupaten: list[Profile], stuffed: Profile) -> tuple[int, list]:
+        inspector = TpsInspector(Capacity(), monitor=RegionalMonitor())
+        clean = sum(any(a.detector == "stat.peer_outlier" for a in inspector(tally_of(kode_tps=p.kode_tps, **_form(p))))
+                    for p in kabupaten)  # fmt: skip
+        return clean, [a for a in inspector(tally_of(kode_tps=stuffed.kode_tps, **_form(stuffed))) if a.detector == "stat.peer_outlier"]
+
+    kabupaten = [p for k in range(11) for p in clean_stations(100, seed=20 + k, prefix=f"3404{k + 1:02d}")]
+    stuffed = station("3404200001001", (291, 4, 2), register=300)
+    clean, (alert,) = flagged(kabupaten, stuffed)
+    assert clean <= 0.002 * 1100 * 3
+    assert alert.evidence["features_tested"] == ["turnout_and_share"]
+    assert alert.evidence["false_alarm_rate"] == pytest.approx(2 / 1101, abs=1e-6) and alert.evidence["peers"] == 1100
+    assert flagged(kabupaten[:900], stuffed)[1] == []
+
+
 def test_a_tps_seen_before_its_kabupaten_had_peers_is_scored_again_after_a_restart():
     """Stuffed TPS counted first, when nothing can be flagged yet, wait (in the monitor's states) and are
     flagged once the kabupaten has enough TPS; clean ones that waited are not."""
