@@ -383,11 +383,16 @@ def test_simulated_manipulations_flag_their_kecamatan_and_a_clean_night_flags_no
 
 @pytest.mark.shared_data
 def test_false_alarm_rate_on_real_provinces_is_at_most_nominal():
-    """DIY, Bali and overseas, unmodified: the flagged share of testable hypotheses per level ≤ FDR."""
+    """DIY, Bali and overseas, unmodified: the flagged share of testable hypotheses per level ≤ FDR, and
+    TPS peer outliers (every kabupaten there is below 2,000 TPS: the joint feature alone) ≤ 1 in 500."""
     path = shared_file("sirekap/tps_latest_dev.csv.gz")
     assessor = RegionalAssessor()
     inspector = TpsInspector(Capacity(), monitor=RegionalMonitor())
-    alerts = [a for a in replay(records_of([path]), inspector=inspector, assessor=assessor) if a.level != "tps"]
+    every = list(replay(records_of([path]), inspector=inspector, assessor=assessor))
+    stations = sum(s.count for key, s in inspector.monitor.sums.items() if key.startswith("kabkota:"))
+    outliers = [a for a in every if a.detector == "stat.peer_outlier"]
+    assert outliers and len(outliers) <= 0.002 * stations, (len(outliers), stations)
+    alerts = [a for a in every if a.level != "tps"]
     pvalues = defaultdict(list)
     for key, tests in assessor.results.items():
         for test in tests:
