@@ -9,7 +9,7 @@ winner's share:
 - ``joint, outside kecamatan``: :class:`~pantau.detectors.monitor.JointGrid`'s corner rank among the
   kabupaten's earlier TPS outside the TPS's own kecamatan (pantau's);
 - ``joint, all peers``: the same rank among all earlier TPS, own kecamatan included;
-- ``river HalfSpaceTrees``: one model per kabupaten (``score_one`` before ``learn_one``), its score made a
+- ``river HalfSpaceTrees`` (river's default 10 trees of height 8): one model per kabupaten (``score_one`` before ``learn_one``), its score made a
   conformal rank among the kabupaten's earlier scores, so that both are read at the same false-alarm rate.
 
 A TPS is flagged when its rank is at most ``1 / peers needed`` once it has that many earlier TPS (2,000:
@@ -19,19 +19,19 @@ a changelog would carry per update).
 
     python bench/joint_vs_hst.py [--province 33] [--kabupaten 4] [--seed 7] [--rate 0.3] [--share 0.03]
 
-Central Java's 4 largest kabupaten take ~1 minute (HST ~2 ms per TPS); needs the registry in
+Central Java's 4 largest kabupaten take ~1 minute ; needs the registry in
 ``../shared/data`` (else the synthetic registry). Last run, with the defaults (the README gives it):
 
     detector                     level   stuffed flagged  clean FA/10k  µs/TPS  state B
-    joint, outside kecamatan    1/2000        140 of 153           0.7      14      678
-    joint, outside kecamatan    1/1000        185 of 191           0.5      14      678
-    joint, all peers            1/2000          0 of 154           0.0      10      678
-    joint, all peers            1/1000          0 of 193           0.5      10      678
-    river HalfSpaceTrees        1/2000          1 of 154           4.8    2106 53,261,541
-    river HalfSpaceTrees        1/1000          5 of 193           6.0    2106 53,261,541
+    joint, outside kecamatan    1/2000        140 of 153           0.7      11      678
+    joint, outside kecamatan    1/1000        185 of 191           0.5      11      678
+    joint, all peers            1/2000          0 of 154           0.0       9      678
+    joint, all peers            1/1000          0 of 193           0.5       9      678
+    river HalfSpaceTrees        1/2000          2 of 154           2.1      24  169,975
+    river HalfSpaceTrees        1/1000          7 of 193           3.2      24  169,975
 
 With ``--share 0.1`` the stuffed kecamatan fill the corner for each other: at 1 in 2,000 the joint test
-finds 0 of 496, HalfSpaceTrees 3 of 510.
+finds 0 of 496, HalfSpaceTrees 6 of 510.
 """
 
 from __future__ import annotations
@@ -97,8 +97,7 @@ class ConformalScores:
 
 def run(profiles, stuffed: set[str]) -> dict[str, dict]:
     kab_grid, kec_grid = defaultdict(JointGrid), defaultdict(JointGrid)
-    forests = defaultdict(lambda: anomaly.HalfSpaceTrees(n_trees=25, height=15, window_size=250, seed=1,
-                                                        limits={"turnout": (0, 1), "share": (0, 1)}))  # fmt: skip
+    forests = defaultdict(lambda: anomaly.HalfSpaceTrees(seed=1, limits={"turnout": (0, 1), "share": (0, 1)}))
     scores = defaultdict(ConformalScores)
     results = {name: {"flagged": Counter(), "tested": Counter(), "seconds": 0.0}
                for name in ("joint, outside kecamatan", "joint, all peers", "river HalfSpaceTrees")}  # fmt: skip
