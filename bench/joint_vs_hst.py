@@ -19,7 +19,7 @@ a changelog would carry per update).
 
     python bench/joint_vs_hst.py [--province 33] [--kabupaten 4] [--seed 7] [--rate 0.3] [--share 0.03]
 
-Central Java's 4 largest kabupaten take ~1 minute ; needs the registry in
+Central Java's 4 largest kabupaten take ~5 s; needs the registry in
 ``../shared/data`` (else the synthetic registry). Last run, with the defaults (the README gives it):
 
     detector                     level   stuffed flagged  clean FA/10k  µs/TPS  state B
