@@ -267,6 +267,14 @@ SURPRISE = {
     "adjacent_digits": ("adj_obs", "adj_a"), "p05s": ("p05_hits", "p05_q"), "integer_percent": ("int_hits", "int_q"),
 }  # fmt: skip
 TOP = 3
+#: The fingerprint test names up to this many of its 100%/100% stations: each is a form to look at, and
+#: a TPS of a kabupaten too small for the TPS-level peer test is named only this way.
+TOP_FINGERPRINT = 20
+
+
+def top_size(test: str) -> int:
+    """How many top contributors a region keeps for ``test``."""
+    return TOP_FINGERPRINT if test == "fingerprint" else TOP
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,14 +456,14 @@ class RegionSums:
     def _enter(self, test: str, entry: list) -> None:
         """:meth:`_top` for one entry, without sorting when it does not make the top."""
         current = self.top.get(test)
-        if current is not None and len(current) >= TOP and (-entry[0], entry[1]) >= (-current[-1][0], current[-1][1]):
+        if current is not None and len(current) >= top_size(test) and (-entry[0], entry[1]) >= (-current[-1][0], current[-1][1]):
             return
         self._top({test: [entry]})
 
     def _top(self, entries: dict[str, list[list]]) -> None:
         for test, new in entries.items():
             merged = sorted(self.top.get(test, []) + new, key=lambda e: (-e[0], e[1]))
-            self.top[test] = merged[:TOP]
+            self.top[test] = merged[:top_size(test)]
 
     def _sample(self, key: int, values: tuple[float, float], sign: int) -> None:
         if sign < 0:

@@ -206,8 +206,9 @@ def test_a_small_kecamatan_is_judged_by_the_fingerprint_test_alone():
     assessor = RegionalAssessor()
     assessor.update("kecamatan:340401:ppwp", kec)
     assessor.update("kabkota:3404:ppwp", kab)
-    raised = [(a.detector, a.region) for a in assessor.assess() if a.level == "kecamatan"]
-    assert raised == [("stat.fingerprint", "340401")]
+    raised = [a for a in assessor.assess() if a.level == "kecamatan"]
+    assert [(a.detector, a.region) for a in raised] == [("stat.fingerprint", "340401")]
+    assert sorted(raised[0].evidence["top_tps"]) == [p.kode_tps for p in stuffed]  # every 100%/100% station named
     strict = RegionalAssessor(min_fingerprint_tps=16)
     strict.update("kecamatan:340401:ppwp", kec)
     strict.update("kabkota:3404:ppwp", kab)
@@ -231,6 +232,7 @@ def test_papua_alerts_carry_the_noken_caveat():
     fingerprint = [a for a in assessor.assess() if a.detector == "stat.fingerprint" and a.level == "kecamatan"]
     assert fingerprint and "noken" in fingerprint[0].reason and "noken" in fingerprint[0].reason_en
     assert fingerprint[0].evidence["region"]["stations_100_100"] == 40
+    assert len(fingerprint[0].evidence["top_tps"]) == 20  # named up to TOP_FINGERPRINT; other tests name 3
 
 
 def test_peer_outlier_rate_is_calibrated_and_catches_a_stuffed_station():
