@@ -23,12 +23,12 @@ Central Java's 4 largest kabupaten take ~5 s; needs the registry in
 ``../shared/data`` (else the synthetic registry). Last run, with the defaults (the README gives it):
 
     detector                     level   stuffed flagged  clean FA/10k  µs/TPS  state B
-    joint, outside kecamatan    1/2000        140 of 153           0.7      11      678
-    joint, outside kecamatan    1/1000        185 of 191           0.5      11      678
-    joint, all peers            1/2000          0 of 154           0.0       9      678
-    joint, all peers            1/1000          0 of 193           0.5       9      678
-    river HalfSpaceTrees        1/2000          2 of 154           2.1      24  169,975
-    river HalfSpaceTrees        1/1000          7 of 193           3.2      24  169,975
+    joint, outside kecamatan    1/2000        133 of 153           0.7      13      678
+    joint, outside kecamatan    1/1000        176 of 191           0.5      13      678
+    joint, all peers            1/2000          0 of 154           0.0      11      678
+    joint, all peers            1/1000          0 of 193           0.5      11      678
+    river HalfSpaceTrees        1/2000          2 of 154           2.1      25  169,975
+    river HalfSpaceTrees        1/1000          7 of 193           3.2      25  169,975
 
 With ``--share 0.1`` the stuffed kecamatan fill the corner for each other: at 1 in 2,000 the joint test
 finds 0 of 496, HalfSpaceTrees 6 of 510.

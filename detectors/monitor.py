@@ -18,35 +18,30 @@ Peer outliers
 Smaller kabupaten
     A rank cannot go below ``1 / (peers + 1)``, so the four features need ``4 / far`` peers (2,000) before
     any can be flagged: 484 of the 610 kabupaten/kota, 36% of the TPS, never have that many. In a smaller
-    kabupaten a TPS with ``2 / far`` peers outside its kecamatan (1,000) is tested on the joint feature
-    alone, flagged when its rank is at most ``far / 2`` (:data:`JOINT_ALONE`). Which features are tested
-    depends only on the numbers of peers, never on the TPS's values. The joint rank alone is somewhat
-    anti-conservative, hence the factor 2 rather than 1: on real DIY/Bali, whose kabupaten all have
-    fewer than 2,000 TPS, 6 flags in 12,174 TPS where ~5 are nominal for the ~2,300 tested (at factor 1:
-    29); on a simulated country ~30 per 10,000 TPS tested this way against the nominal 20, and 8.3 per
-    10,000 over all clean TPS. It brings the TPS that can be flagged at all, once every form is in,
-    from 62% to 79% of the country, and the extreme-stuffed TPS flagged in that simulated country from
-    392 to 579 of 1,122.
+    kabupaten a TPS with ``1 / far`` peers outside its kecamatan (500) is tested on the joint feature
+    alone, at ``far``. Which features are tested depends only on the numbers of peers, never on the TPS's
+    values, so the rate stays ``far``: on a simulated country 19.2 false alarms per 10,000 clean TPS
+    tested this way (9.5 with all four features), against the nominal 20; on real DIY/Bali, whose
+    kabupaten all have fewer than 2,000 TPS, 7 flags in 12,174 TPS, ~9 nominal for the ~4,700 tested.
+    It brings the TPS that can be flagged at all, once every form is in, from 62% to 92% of the country.
 
 Joint (multivariate) peer test
     The fourth feature is Klimek's fingerprint for one TPS: turnout and the TPS winner's share *together*
-    (:class:`JointGrid`). Its score is how many peers are at least as high on both; its conformal rank is
-    the share of peers whose own score is as small. The peers are the kabupaten's TPS **outside the TPS's
-    own kecamatan**: stuffing organised across a kecamatan fills the upper-right corner with its own
-    stations and would hide itself among all peers (with all peers, none of 720 extreme-stuffed TPS of a
-    simulated Central Java was flagged; without the own kecamatan, 447 as they arrive, and 485 scored
-    against the whole night's TPS). The price: a kecamatan that is
-    naturally unlike the rest is more often in the corner, so this rank is slightly anti-conservative
-    (simulated: 11 per 10,000 clean TPS at a rank of 1 in 2,000, against the nominal 5; real DIY/Bali at 1
-    in 200: 35 per 10,000 against 50); the Bonferroni budget of the four features keeps the detector's
-    total at or under ``far``.
+    (:class:`JointGrid`). A TPS's score is how many TPS are at least as high on both, counted among the
+    peers and the TPS together; its conformal rank is the share of them whose own score is as small
+    (full conformal, so that P(rank ≤ α) ≤ α for exchangeable TPS). The peers are the kabupaten's TPS
+    **outside the TPS's own kecamatan**: stuffing organised across a kecamatan fills the upper-right
+    corner with its own stations and would hide itself among all peers (with all peers, none of 720
+    extreme-stuffed TPS of a simulated Central Java was flagged; without the own kecamatan, 351 as
+    they arrive). A kecamatan naturally unlike the rest is more often in the corner; the rates above
+    include that.
 
 Deferred scoring
     Early in the night a kabupaten has too few TPS for any rank to reach ``far`` (``1 / far`` outside the
     TPS's kecamatan). A TPS seen then that is already in the top 5% of the corner (or with nobody as high)
     waits in ``deferred:<kabkota>:<jenis>`` (at most :data:`DEFER_MAX`) and is scored once more, with every
     feature, by the first form of its kabupaten that finds enough peers for it; the alert says it was
-    scored late. Without this, a TPS counted early was never flagged (178 of the 720 above instead of 447).
+    scored late. Without this, a TPS counted early was never flagged.
     The deferred state is written before the others (:meth:`RegionalMonitor.keys`), so a redo after a
     crash decides what waits from the states the first pass saw.
 """
@@ -74,10 +69,6 @@ PEER_FAR = 0.002
 PEER_MIN = 200
 DEFER_RANK = 0.05  # a TPS in the top 5% of the corner so far waits to be scored again
 DEFER_MAX = 256  # per kabupaten and ballot type; the farthest into the corner are kept
-#: The factor of the joint feature's rank when it is tested alone (a smaller kabupaten): 2, not 1, because
-#: the joint rank is anti-conservative where kecamatan differ (real DIY/Bali at 1 in 500 from 500 peers:
-#: 55 flags per 10,000 TPS tested, against the nominal 20).
-JOINT_ALONE = 2
 
 
 def region_key(level: str, region: str, jenis: str) -> str:
@@ -173,11 +164,20 @@ class JointGrid:
         self.n += sign
 
     def corner_rank(self, p: Profile, without: JointGrid | None = None) -> tuple[float, int]:
-        """``(rank, peers)`` of ``p`` among this grid's TPS less ``without``'s."""
+        """``(rank, peers)`` of ``p`` among this grid's TPS less ``without``'s.
+
+        Scores are taken in the peers *and* ``p`` together (full conformal): ``p`` counts itself, and
+        every peer ``p`` is at least as high as counts ``p``. Scoring ``p`` against the peers alone made
+        any TPS that nobody dominates rank first, and among n points in a plane about ln(n) are
+        undominated: on a simulated country that rank flagged 41 clean TPS per 10,000 at a nominal 10.
+        """
         peers = self.cells if without is None else self.cells - without.cells
         as_high = peers[::-1, ::-1].cumsum(axis=0).cumsum(axis=1)[::-1, ::-1]  # peers ≥ a cell on both
+        i, j = self.cell(p)
+        scores = as_high.copy()
+        scores[: i + 1, : j + 1] += 1  # p is at least as high as these
         n = int(peers.sum())
-        return (int(peers[as_high <= as_high[self.cell(p)]].sum()) + 1) / (n + 1), n
+        return (int(peers[scores <= as_high[i, j] + 1].sum()) + 1) / (n + 1), n
 
     def to_state(self) -> list[list[int]]:
         """Occupied cells only, ``[[cell, count], ...]``: a region fills a few dozen of the 441."""
@@ -325,21 +325,18 @@ class RegionalMonitor:
         peers = self._grid(f"joint:{kode_tps[:4]}:{jenis}").n
         return peers, peers - self._grid(f"joint:{kode_tps[:6]}:{jenis}").n
 
-    def _tested(self, peers: int, outside: int) -> tuple[tuple[str, ...], int]:
-        """The features a TPS is tested on, given its kabupaten's ``peers`` and those ``outside`` its
-        kecamatan, and the factor their smallest rank is multiplied by: all four (Bonferroni, 4) once the
-        kabupaten's ranks can reach ``far`` that way, else the joint feature alone (:data:`JOINT_ALONE`)
-        once its rank can, else none (see "Smaller kabupaten")."""
+    def _tested(self, peers: int, outside: int) -> tuple[str, ...]:
+        """The features a TPS is tested on (Bonferroni over them), given its kabupaten's ``peers`` and
+        those ``outside`` its kecamatan: all four once the kabupaten's ranks can reach ``far`` that way,
+        else the joint feature alone once its rank can, else none (see "Smaller kabupaten")."""
         if peers + 1 >= len(PEER_FEATURES) / self.far and peers >= self.min_peers:
-            return PEER_FEATURES, len(PEER_FEATURES)
-        if outside + 1 >= JOINT_ALONE / self.far and outside >= self.min_peers:
-            return PEER_FEATURES[-1:], JOINT_ALONE
-        return (), 0
+            return PEER_FEATURES
+        return PEER_FEATURES[-1:] if outside + 1 >= 1 / self.far and outside >= self.min_peers else ()
 
     def _can_flag(self, peers: int, outside: int) -> bool:
-        """Whether the joint feature's rank can reach ``far`` (with the factor of the features tested)."""
-        tested, factor = self._tested(peers, outside)
-        return PEER_FEATURES[-1] in tested and outside + 1 >= factor / self.far
+        """Whether the joint feature's rank can reach ``far`` among the features tested."""
+        tested = self._tested(peers, outside)
+        return PEER_FEATURES[-1] in tested and outside + 1 >= len(tested) / self.far
 
     def _ready(self, deferred: Deferred, jenis: str) -> list[list]:
         if not deferred.entries:
@@ -423,14 +420,14 @@ class RegionalMonitor:
     def _score(self, tally: Tally, p: Profile, leader: str | None, peers: PeerHistograms,
                corner: tuple[float, int], deferred: bool = False) -> Alert | None:  # fmt: skip
         n = peers.n
-        tested, factor = self._tested(n, corner[1])
+        tested = self._tested(n, corner[1])
         if not tested or leader is None:
             return None
         values = features(p)
         names = ("turnout", "invalid_rate", leader)
         tails = [peers.tail(name, values.get(name, 0.0)) for name in names] + [corner[0]]
         worst = min((PEER_FEATURES.index(name) for name in tested), key=lambda i: (tails[i], i))
-        far = min(1.0, tails[worst] * factor)
+        far = min(1.0, tails[worst] * len(tested))
         if far > self.far:
             return None
         top = p.top_share

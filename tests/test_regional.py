@@ -282,8 +282,8 @@ def test_stuffing_across_a_kecamatan_cannot_hide_from_the_joint_peer_test():
 
 
 def test_a_small_kabupaten_is_tested_on_the_joint_feature_alone():
-    """1,100 TPS: too few for four features at 1 in 500 (2,000 peers), enough for the joint one alone at
-    1 in 1,000 (1,000 outside the TPS's kecamatan); with 900 nothing can be flagged yet."""
+    """900 TPS: too few for four features at 1 in 500 (2,000 peers), enough for the joint one alone (500
+    outside the TPS's kecamatan); with 400 nothing can be flagged yet."""
 
     def flagged(kabupaten: list[Profile], stuffed: Profile) -> tuple[int, list]:
         inspector = TpsInspector(Capacity(), monitor=RegionalMonitor())
@@ -291,13 +291,13 @@ def test_a_small_kabupaten_is_tested_on_the_joint_feature_alone():
                     for p in kabupaten)  # fmt: skip
         return clean, [a for a in inspector(tally_of(kode_tps=stuffed.kode_tps, **_form(stuffed))) if a.detector == "stat.peer_outlier"]
 
-    kabupaten = [p for k in range(11) for p in clean_stations(100, seed=20 + k, prefix=f"3404{k + 1:02d}")]
-    stuffed = station("3404200001001", (291, 4, 2), register=300)
+    kabupaten = [p for k in range(9) for p in clean_stations(100, seed=20 + k, prefix=f"3404{k + 1:02d}")]
+    stuffed = station("3404100001001", (291, 4, 2), register=300)
     clean, (alert,) = flagged(kabupaten, stuffed)
-    assert clean <= 0.002 * 1100 * 3
+    assert clean <= 0.002 * 900 * 3
     assert alert.evidence["features_tested"] == ["turnout_and_share"]
-    assert alert.evidence["false_alarm_rate"] == pytest.approx(2 / 1101, abs=1e-6) and alert.evidence["peers"] == 1100
-    assert flagged(kabupaten[:900], stuffed)[1] == []
+    assert alert.evidence["false_alarm_rate"] == pytest.approx(1 / 901, abs=1e-6) and alert.evidence["peers"] == 900
+    assert flagged(kabupaten[:400], stuffed)[1] == []
 
 
 def test_a_tps_seen_before_its_kabupaten_had_peers_is_scored_again_after_a_restart():
@@ -338,6 +338,20 @@ def test_joint_grid_rank_is_conformal_and_survives_json():
     p = stations[0]
     grid.add(p, -1)
     assert grid.n == 199 and restored.corner_rank(p) != grid.corner_rank(p)
+
+
+def test_joint_rank_counts_the_tps_itself_so_being_undominated_is_not_enough():
+    """Full conformal: a TPS that no peer dominates ranks with the other undominated ones (here the
+    highest-turnout and the highest-share peer), not alone first; one in the very corner still does."""
+    grid = JointGrid()
+    for i in range(99):
+        grid.add(station(f"3404010001{i:03d}", (52 + i % 8, 48 - i % 8), register=100 + 30 + i % 10))
+    grid.add(Profile("3404020001001", "ppwp", (("100025", 60), ("100026", 40)), 100, 100, 100, 0))  # turnout 100%, 60%
+    grid.add(Profile("3404020001002", "ppwp", (("100025", 95), ("100026", 5)), 125, 100, 100, 0))  # turnout 80%, 95%
+    between = Profile("3404030001001", "ppwp", (("100025", 90), ("100026", 10)), 111, 100, 100, 0)  # 90%, 90%
+    corner = Profile("3404030001002", "ppwp", (("100025", 99), ("100026", 1)), 100, 100, 100, 0)
+    assert grid.corner_rank(between) == (3 / 102, 101)
+    assert grid.corner_rank(corner) == (1 / 102, 101)
 
 
 def test_histogram_tail_is_conformal():
