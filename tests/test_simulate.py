@@ -111,8 +111,9 @@ def test_clean_night_of_every_ballot_type_breaks_no_identity():
     recs = records(lines)
     assert all(r.envelope is not None for r in recs)
     alerts = list(replay(recs))
-    assert alerts == []
+    assert [a for a in alerts if a.detector != "stat.peer_outlier"] == []
     units = by_unit(lines)
+    assert len(alerts) <= 0.002 * len(units)  # the peer test's false-alarm rate, 1 in 500 (Yogyakarta's TPS)
     jenis_by_kab = defaultdict(set)
     for kode, jenis in units:
         jenis_by_kab[kode[:4]].add(jenis)
