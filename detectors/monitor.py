@@ -39,8 +39,8 @@ Joint (multivariate) peer test
 Deferred scoring
     Early in the night a kabupaten has too few TPS for any rank to reach ``far`` (``1 / far`` outside the
     TPS's kecamatan). A TPS seen then that is already in the top 5% of the corner (or with nobody as high)
-    waits in ``deferred:<kabkota>:<jenis>`` (at most :data:`DEFER_MAX`) and is scored once more, with every
-    feature, by the first form of its kabupaten that finds enough peers for it; the alert says it was
+    waits in ``deferred:<kabkota>:<jenis>`` (at most :data:`DEFER_MAX`) and is scored once more, on the
+    features its peers then allow, by the first form of its kabupaten that finds enough peers for it; the alert says it was
     scored late. Without this, a TPS counted early was never flagged.
     The deferred state is written before the others (:meth:`RegionalMonitor.keys`), so a redo after a
     crash decides what waits from the states the first pass saw.
