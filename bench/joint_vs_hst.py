@@ -113,13 +113,13 @@ def run(profiles, stuffed: set[str]) -> dict[str, dict]:
         kec_grid[kec].add(p)
         results["joint, outside kecamatan"]["seconds"] += middle - started
         results["joint, all peers"]["seconds"] += ended - middle
-        ended = time.perf_counter()
+        started = time.perf_counter()
         x = {"turnout": p.turnout, "share": p.top_share}
         score = forests[kab].score_one(x)
         forest_rank = scores[kab].rank(score)
         scores[kab].add(score)
         forests[kab].learn_one(x)
-        results["river HalfSpaceTrees"]["seconds"] += time.perf_counter() - ended
+        results["river HalfSpaceTrees"]["seconds"] += time.perf_counter() - started
         for name, (rank, peers) in (("joint, outside kecamatan", outside), ("joint, all peers", everyone),
                                     ("river HalfSpaceTrees", (forest_rank, len(scores[kab].scores) - 1))):  # fmt: skip
             for level in LEVELS:

@@ -38,7 +38,7 @@ Joint (multivariate) peer test
 
 Deferred scoring
     Early in the night a kabupaten has too few TPS for any rank to reach ``far`` (``1 / far`` outside the
-    TPS's kecamatan). A TPS seen then that is already in the top 5% of the corner (or with nobody as high)
+    TPS's kecamatan). A TPS seen then that is already in the top 5% of the corner (or ranked first)
     waits in ``deferred:<kabkota>:<jenis>`` (at most :data:`DEFER_MAX`) and is scored once more, on the
     features its peers then allow, by the first form of its kabupaten that finds enough peers for it; the alert says it was
     scored late. Without this, a TPS counted early was never flagged.
@@ -174,10 +174,10 @@ class JointGrid:
         peers = self.cells if without is None else self.cells - without.cells
         as_high = peers[::-1, ::-1].cumsum(axis=0).cumsum(axis=1)[::-1, ::-1]  # peers ≥ a cell on both
         i, j = self.cell(p)
-        scores = as_high.copy()
-        scores[: i + 1, : j + 1] += 1  # p is at least as high as these
+        own = as_high[i, j] + 1
+        as_high[: i + 1, : j + 1] += 1  # the peers' scores with p counted: p is at least as high as these
         n = int(peers.sum())
-        return (int(peers[scores <= as_high[i, j] + 1].sum()) + 1) / (n + 1), n
+        return (int(peers[as_high <= own].sum()) + 1) / (n + 1), n
 
     def to_state(self) -> list[list[int]]:
         """Occupied cells only, ``[[cell, count], ...]``: a region fills a few dozen of the 441."""
