@@ -17,6 +17,11 @@ common (a fifth of Indonesia's kecamatan have fewer than 30 TPS, and on election
 half-digitised). With 30, 6 of 35 extreme-stuffed kecamatan of a simulated country went unflagged at
 p-values of 1e-6 to 1e-15.
 
+The kelurahan-neighbour test (:func:`~pantau.detectors.regional.neighbour_test`, kecamatan only) needs its
+province's null: the threshold and the overdispersion of the kecamatan's counts above it. Estimating it
+reads every kecamatan of the province, so it is done again only when the province has grown by 5%
+(:data:`NEIGHBOUR_REFRESH`), and then every kecamatan of the province is re-tested.
+
 What a flag means: the region's numbers are unlikely under a model of clean counting, tuned on the
 region's own data. It is a reason for a person to look at the forms, not proof of manipulation.
 Legitimate causes exist: noken (communal) voting in the Papua provinces produces 100%/100% stations
@@ -35,7 +40,17 @@ from scipy import stats
 from pantau.schemas import Alert
 from pantau.schemas.alert import alert_id
 
-from .regional import RegionSums, RegionTest, describe, fingerprint_test, region_tests
+from .regional import (
+    NEIGHBOUR,
+    NeighbourNull,
+    RegionSums,
+    RegionTest,
+    describe,
+    fingerprint_test,
+    neighbour_null,
+    neighbour_test,
+    region_tests,
+)
 
 LEVELS = ("kecamatan", "kabkota", "provinsi")
 FDR = 0.01
@@ -43,6 +58,8 @@ CLEAR_FACTOR = 10.0
 MIN_TPS = 30
 MIN_FINGERPRINT_TPS = 10
 MIN_UNITS = 50
+#: A province's neighbour nulls are estimated again once it has grown by this factor (amortised O(1)).
+NEIGHBOUR_REFRESH = 1.05
 CRITICAL_ADJUSTED = 1e-6
 #: Provinces where noken (communal) voting is legal in parts: Papua and its 2022 splits.
 NOKEN_PROVINCES = frozenset({"91", "92", "93", "94", "95", "96"})
@@ -60,6 +77,8 @@ WHAT = {
     "dip": ("sebaran partisipasi bermodus ganda (uji dip Hartigan)", "turnout is multimodal (Hartigan's dip test)"),
     "dip_share": ("sebaran perolehan suara pemenang TPS bermodus ganda (uji dip Hartigan)",
                   "the TPS winners' vote shares are multimodal (Hartigan's dip test)"),
+    NEIGHBOUR: ("terlalu banyak TPS yang perolehan suara seorang calonnya jauh di atas TPS lain di kelurahannya",
+                "too many TPS where one candidate's share stands far above the other TPS of their own kelurahan"),
 }  # fmt: skip
 CAVEAT = ("Tanda statistik adalah alasan untuk memeriksa formulir, bukan bukti kecurangan.",
           "A statistical flag is a reason to look at the forms, not proof of fraud.")  # fmt: skip
@@ -103,6 +122,7 @@ class RegionalAssessor:
         self.dirty: set[str] = set()
         self.children: dict[str, set[str]] = {}  # kabkota → its kecamatan keys; provinsi → its kabkota keys
         self.provinces: dict[str, RegionSums] = {}  # merged from their kabkota when one of them changed
+        self.neighbour_nulls: dict[str, tuple[int, dict[str, NeighbourNull]]] = {}  # provinsi → (its TPS then, nulls)
 
     def update(self, key: str, sums: RegionSums) -> None:
         """The latest sums of a kecamatan or kabupaten/kota."""
@@ -127,8 +147,11 @@ class RegionalAssessor:
             level, region, jenis = parse_key(key)
             if level == "kabkota":
                 dirty.add(f"provinsi:{region[:2]}:{jenis}")
+        renulled = set()
         for key in sorted(k for k in dirty if k.startswith("provinsi:")):
             self.provinces[key] = self._merged(self.children[key])
+            if self._refresh_neighbour_nulls(key):
+                renulled.update(k for kab in self.children[key] for k in self.children.get(kab, ()))
         changed = set(dirty)
         for key in list(dirty):  # a region's parent changed: its peer rate did too
             if not key.startswith("kecamatan:"):
@@ -151,9 +174,13 @@ class RegionalAssessor:
                 self.results.pop(key, None)
                 continue
             if key in changed or key not in self.results:
-                self.results[key] = region_tests(sums, parent)
+                self.results[key] = region_tests(sums, parent) + ([self._neighbour(key, sums)] if level == "kecamatan" else [])
             else:  # only its parent changed, and of its tests only the fingerprint's depends on the parent
                 self.results[key] = [fingerprint_test(sums, parent) if test.name == "fingerprint" else test
+                                     for test in self.results[key]]  # fmt: skip
+        for key in sorted(renulled - dirty):  # the province's null moved: the neighbour test of its other kecamatan too
+            if key in self.results:
+                self.results[key] = [self._neighbour(key, self.sums[key]) if test.name == NEIGHBOUR else test
                                      for test in self.results[key]]  # fmt: skip
         self.dirty.clear()
         alerts: list[Alert] = []
@@ -161,12 +188,36 @@ class RegionalAssessor:
             alerts.extend(self._decide(level))
         return alerts
 
+    def _refresh_neighbour_nulls(self, province_key: str) -> bool:
+        """Estimate the province's :class:`~.regional.NeighbourNull` per candidate again if it has grown by
+        :data:`NEIGHBOUR_REFRESH` since the last time (each estimate reads all its kecamatan, so it is
+        done O(log n) times a night, not at every change); whether it was."""
+        province = self.provinces[province_key]
+        last = self.neighbour_nulls.get(province_key)
+        if last is not None and province.count < last[0] * NEIGHBOUR_REFRESH:
+            return False
+        kecamatan = [self.sums[k] for kab in sorted(self.children[province_key]) for k in sorted(self.children.get(kab, ()))]
+        nulls = {}
+        for candidate, tails in province.tails.items():
+            null = neighbour_null(tails, (s.tails[candidate] for s in kecamatan if candidate in s.tails))
+            if null is not None:
+                nulls[candidate] = null
+        self.neighbour_nulls[province_key] = (province.count, nulls)
+        return True
+
+    def _neighbour(self, key: str, sums: RegionSums) -> RegionTest:
+        _, region, jenis = parse_key(key)
+        province_key = f"provinsi:{region[:2]}:{jenis}"
+        nulls = self.neighbour_nulls.get(province_key, (0, {}))[1]
+        return neighbour_test(sums, self.provinces.get(province_key), nulls)
+
     def _testable(self, key: str, test: RegionTest) -> bool:
         if test.pvalue is None:
             return False
         if test.name == "fingerprint":
             return test.n >= self.min_fingerprint_tps
-        return self._sums(key).count >= self.min_tps and test.n >= (self.min_tps if test.name.startswith("dip") else self.min_units)
+        stations = test.name.startswith("dip") or test.name == NEIGHBOUR  # n counts stations, not counts
+        return self._sums(key).count >= self.min_tps and test.n >= (self.min_tps if stations else self.min_units)
 
     def _sums(self, key: str) -> RegionSums:
         return self.provinces[key] if key.startswith("provinsi:") else self.sums[key]
@@ -207,15 +258,19 @@ class RegionalAssessor:
             "region": describe(sums), "top_tps": [e[1] for e in sums.top.get(test.name, [])],
             "top_tps_excess": [e[2] for e in sums.top.get(test.name, [])], "episode": episode,
         }  # fmt: skip
+        who = ("", "")
+        if test.candidate is not None:
+            evidence["candidate"] = test.candidate
+            who = (f"calon {test.candidate}; ", f"candidate {test.candidate}; ")
         return Alert.model_construct(
             alert_id=alert_id(f"stat.{test.name}", jenis, f"{level}:{region}", {"episode": episode}),
             detector=f"stat.{test.name}",
             severity="critical" if adjusted <= CRITICAL_ADJUSTED else "warning",
             jenis=jenis, kode_tps=None, region=region, level=level,
             score=round(-math.log10(max(adjusted, 1e-300)), 6),
-            reason=f"{LEVEL_NAMES[level]} {region}: {what_id} (teramati {observed}{expected}, {test.n:,} unit, "
+            reason=f"{LEVEL_NAMES[level]} {region}: {what_id} ({who[0]}teramati {observed}{expected}, {test.n:,} unit, "
                    f"p terkoreksi {adjusted:.2g}). {caveat_id}",
-            reason_en=f"{LEVEL_NAMES[level]} {region}: {what_en} (observed {observed}{expected}, {test.n:,} units, "
+            reason_en=f"{LEVEL_NAMES[level]} {region}: {what_en} ({who[1]}observed {observed}{expected}, {test.n:,} units, "
                       f"adjusted p {adjusted:.2g}). {caveat_en}",
             evidence=evidence, suggestions=[], resolves=[], observed_at=None,
         )  # fmt: skip

@@ -59,7 +59,7 @@ from pantau.schemas.tally import Region
 
 from .alerts import tps_alert
 from .assessor import NOKEN, NOKEN_PROVINCES
-from .regional import Profile, RegionSums, contribution
+from .regional import Profile, RegionSums, contribution, neighbour_residuals, neighbour_tails, share_logits
 
 LEVELS = ("kecamatan", "kabkota")
 BINS = 101
@@ -229,6 +229,66 @@ class Deferred:
         return cls([list(e) for e in state])
 
 
+class Kelurahan:
+    """The complete forms of one kelurahan: each TPS's :func:`~.regional.share_logits`, rounded to 4
+    decimals when they enter (the state reloaded is then the state cached, and so are the residuals).
+
+    >>> from pantau.detectors.monitor import Kelurahan
+    >>> from pantau.detectors.regional import Profile
+    >>> kel = Kelurahan()
+    >>> kel.put("3404010001001", Profile("3404010001001", "ppwp", (("100025", 60), ("100026", 140)), 250, 205, 200, 5))
+    >>> kel.members["3404010001001"]
+    {'100025': -0.8426, '100026': 0.8426}
+    """
+
+    def __init__(self, members: dict[str, dict[str, float]] | None = None):
+        self.members = {} if members is None else members
+        self._tails: dict[str, np.ndarray] | None = None  # of the members now
+        self._next: tuple[str, dict[str, float] | None, dict[str, np.ndarray]] | None = None  # what tails() computed
+
+    @staticmethod
+    def _logits(p: Profile | None) -> dict[str, float] | None:
+        return None if p is None else {key: round(value, 4) for key, value in share_logits(p).items()}
+
+    def _with(self, kode_tps: str, logits: dict[str, float] | None) -> dict[str, dict[str, float]]:
+        members = dict(self.members)
+        if logits is None:
+            members.pop(kode_tps, None)
+        else:
+            members[kode_tps] = logits
+        return members
+
+    def put(self, kode_tps: str, p: Profile | None) -> None:
+        logits = self._logits(p)
+        following = self._next
+        self.members = self._with(kode_tps, logits)
+        self._tails = following[2] if following is not None and following[:2] == (kode_tps, logits) else None
+        self._next = None
+
+    def tails(self, kode_tps: str, p: Profile | None) -> tuple[dict[str, np.ndarray], float | None]:
+        """How the kelurahan's :func:`~.regional.neighbour_tails` change once ``kode_tps`` holds ``p``
+        (new minus old, per candidate), and the largest residual of ``p`` then (None without one)."""
+        if self._tails is None:
+            self._tails = neighbour_tails(neighbour_residuals(self.members))
+        logits = self._logits(p)
+        residuals = neighbour_residuals(self._with(kode_tps, logits))
+        after = neighbour_tails(residuals)
+        self._next = (kode_tps, logits, after)
+        change = {key: counts - self._tails[key] if key in self._tails else counts for key, counts in after.items()}
+        for key, counts in self._tails.items():
+            if key not in after:
+                change[key] = -counts
+        own = [r[kode_tps] for r in residuals.values() if kode_tps in r]
+        return change, max(own) if own else None
+
+    def to_state(self) -> dict[str, dict[str, float]]:
+        return self.members
+
+    @classmethod
+    def from_state(cls, state: dict[str, dict[str, float]]) -> Kelurahan:
+        return cls({kode: dict(logits) for kode, logits in state.items()})
+
+
 def features(p: Profile) -> dict[str, float]:
     """A form's peer features: turnout, invalid-vote rate, and every candidate's share (by chart key)."""
     ballots = p.valid + p.invalid
@@ -263,6 +323,7 @@ class RegionalMonitor:
         self.peers: dict[str, PeerHistograms] = {}
         self.grids: dict[str, JointGrid] = {}
         self.deferred: dict[str, Deferred] = {}
+        self.kelurahan: dict[str, Kelurahan] = {}
         self.judged: tuple[Profile | None, Alert | None, float] = (None, None, 1.0)  # the last form scored: what apply reuses
         self.changed: set[str] = set()
 
@@ -272,6 +333,7 @@ class RegionalMonitor:
         self.peers.clear()
         self.grids.clear()
         self.deferred.clear()
+        self.kelurahan.clear()
         self.changed.clear()
 
     def region(self, key: str) -> RegionSums:
@@ -286,10 +348,15 @@ class RegionalMonitor:
     def _deferred(self, key: str) -> Deferred:
         return self._cached(self.deferred, key, Deferred)
 
-    def _counts(self, key: str) -> PeerHistograms | JointGrid | Deferred:
-        """The cached object of a ``peers:``, ``joint:`` or ``deferred:`` key."""
+    def _kelurahan(self, key: str) -> Kelurahan:
+        return self._cached(self.kelurahan, key, Kelurahan)
+
+    def _counts(self, key: str) -> PeerHistograms | JointGrid | Deferred | Kelurahan:
+        """The cached object of a ``peers:``, ``joint:``, ``deferred:`` or ``kelurahan:`` key."""
         if key.startswith("peers:"):
             return self._peers(key)
+        if key.startswith("kelurahan:"):
+            return self._kelurahan(key)
         return self._grid(key) if key.startswith("joint:") else self._deferred(key)
 
     def _cached(self, cache: dict, key: str, kind: type) -> Any:
@@ -350,11 +417,15 @@ class RegionalMonitor:
     def keys(tally: Tally) -> list[str]:
         """The states a TPS's form changes: its kabupaten's deferred TPS (first: whether it waits depends on
         the others, so after a crash it must not hold a submission they do not), its kecamatan's and
-        kabupaten's sums, its kabupaten's peers, and the joint grids of both."""
+        kabupaten's sums, its kabupaten's peers, the joint grids of both, and its kelurahan's forms.
+
+        The kelurahan's forms are what the sums' neighbour tails are computed from, so they are stored
+        after the sums (:meth:`flush` goes in key order: ``kabkota:``, ``kecamatan:``, ``kelurahan:``): a
+        redo after a crash finds them holding a submission only when the sums hold it too."""
         regions = [region_key(level, code, tally.jenis) for level, code in regions_of(tally.kode_tps).items()]
         kode, jenis = tally.kode_tps, tally.jenis
         return [f"deferred:{kode[:4]}:{jenis}", *regions, f"peers:{kode[:4]}:{jenis}", f"joint:{kode[:4]}:{jenis}",
-                f"joint:{kode[:6]}:{jenis}"]  # fmt: skip
+                f"joint:{kode[:6]}:{jenis}", f"kelurahan:{kode[:10]}:{jenis}"]  # fmt: skip
 
     def apply(self, tally: Tally, old: Profile | None, new: Profile | None) -> list[str]:
         """Replace the TPS's previous profile ``old`` by ``new`` in its regions and peer histograms; return
@@ -362,12 +433,14 @@ class RegionalMonitor:
         if old == new:
             return []
         changed = []
-        contributions = None
+        contributions = tails = None
         for key in self.keys(tally):
             if self.holds is not None and self.holds(key):
                 continue
             if key.startswith("deferred:"):
                 self._update_deferred(self._deferred(key), tally, old, new)
+            elif key.startswith("kelurahan:"):
+                self._kelurahan(key).put(tally.kode_tps, new)
             elif key.startswith(("peers:", "joint:")):
                 counts = self._counts(key)
                 if old is not None:
@@ -378,12 +451,15 @@ class RegionalMonitor:
                 if contributions is None:
                     prior = self.prior(tally)
                     contributions = tuple(contribution(p, prior) if p is not None else None for p in (old, new))
+                if tails is None:
+                    tails = self._kelurahan(f"kelurahan:{tally.kode_tps[:10]}:{tally.jenis}").tails(tally.kode_tps, new)
                 withdrawn, added = contributions
                 sums = self.region(key)
                 if old is not None:
                     sums.add(old, -1, withdrawn)
                 if new is not None:
                     sums.add(new, 1, added)
+                sums.add_tails(tails[0], tally.kode_tps, tails[1])
             changed.append(key)
         self.changed.update(changed)
         return changed

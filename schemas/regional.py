@@ -21,3 +21,7 @@ class RegionSumsMessage(BaseModel):
     t: dict[str, list[tuple[float, str, float]]] = Field(
         description="per test: the top contributing TPS as [|excess|, kode_tps, excess], largest first"
     )
+    k: dict[str, list[float]] = Field(
+        description="per candidate: kelurahan-neighbour tails, [TPS with a residual, TPS with a residual ≥ each edge of "
+        "pantau.detectors.regional.NEIGHBOUR_EDGES]"
+    )

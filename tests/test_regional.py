@@ -17,10 +17,13 @@ from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import JointGrid, PeerHistograms, RegionalMonitor
 from pantau.detectors.regional import (
     FIELDS,
+    NEIGHBOUR_EDGES,
     Profile,
     RegionSums,
     describe,
     fingerprint_test,
+    neighbour_residuals,
+    neighbour_tails,
     posterior_expectations,
     region_prior,
     region_tests,
@@ -379,6 +382,81 @@ def test_revised_form_is_withdrawn_from_its_regions():
     assert np.allclose(after.vector, fresh.vector)
 
 
+def _kelurahan_doc(rng: np.random.Generator, shift: float = 0.0) -> dict:
+    register = int(rng.integers(220, 300))
+    voters = int(rng.binomial(register, 0.85))
+    valid = voters - 3
+    first = int(rng.binomial(valid, min(0.95, rng.beta(40, 40) + shift)))
+    second = int(rng.binomial(valid - first, 0.6))
+    return {"chart": {"null": None, "100025": first, "100026": second, "100027": valid - first - second},
+            "administrasi": {"pemilih_dpt_j": register, "pengguna_total_j": voters, "suara_sah": valid,
+                             "suara_tidak_sah": 3, "suara_total": voters}}  # fmt: skip
+
+
+def test_neighbour_residual_leaves_the_tps_out_and_needs_four_forms():
+    three = {f"t{i}": {"A": float(i)} for i in range(3)}
+    assert neighbour_residuals(three) == {}
+    four = {**three, "t3": {"A": 10.0}}
+    residuals = neighbour_residuals(four)["A"]
+    scale = math.sqrt(1 + math.pi / 6)
+    assert residuals["t3"] == pytest.approx((10.0 - 1.0) / scale)  # the median of the others, 0 1 2
+    assert residuals["t0"] == pytest.approx((0.0 - 2.0) / scale)  # of 1 2 10
+    tails = neighbour_tails({"A": residuals})["A"]
+    assert tails[0] == 4 and tails[1] == 2 and tails[-1] == 1  # ≥ 0: t2 (0) and t3; ≥ 3.0: t3
+    assert len(tails) == len(NEIGHBOUR_EDGES) + 1
+
+
+def test_neighbour_tails_of_a_kecamatan_stay_exact_through_revisions_and_reloads():
+    """The kecamatan's tails are updated one kelurahan at a time: after revised forms and a reload of
+    every state, they equal the tails computed from scratch."""
+    rng = np.random.default_rng(5)
+    states: dict = {}
+    monitor = RegionalMonitor(states)
+    inspector = TpsInspector(Capacity(), monitor=monitor)
+    docs = {f"340401{kel:04d}{tps:03d}": _kelurahan_doc(rng) for kel in range(1, 4) for tps in range(1, 7)}
+    for kode, doc in docs.items():
+        inspector(tally_of(kode_tps=kode, **doc))
+    monitor.flush()
+    monitor.forget()  # from here on the states are read back from their JSON
+    for kode in ("3404010001002", "3404010002005"):
+        docs[kode] = _kelurahan_doc(rng, shift=0.3)
+        inspector(tally_of(kode_tps=kode, **docs[kode]))
+    monitor.flush()
+    expected = RegionSums()
+    for kel in range(1, 4):
+        members = {k: {c: round(v, 4) for c, v in share_logits_of(d).items()} for k, d in docs.items() if k[6:10] == f"{kel:04d}"}
+        expected.add_tails(neighbour_tails(neighbour_residuals(members)))
+    for level, code in (("kecamatan", "340401"), ("kabkota", "3404")):
+        tails = monitor.region(f"{level}:{code}:ppwp").tails
+        assert set(tails) == set(expected.tails)
+        for candidate, counts in expected.tails.items():
+            assert np.array_equal(tails[candidate], counts), (level, candidate)
+    assert RegionSums.from_state(states["kecamatan:340401:ppwp"]).tails.keys() == expected.tails.keys()
+
+
+def share_logits_of(doc: dict) -> dict[str, float]:
+    valid = doc["administrasi"]["suara_sah"]
+    return {k: math.log((v + 0.5) / (valid - v + 0.5)) for k, v in doc["chart"].items() if k != "null"}
+
+
+def test_vote_shifting_at_a_third_of_a_kecamatans_tps_is_flagged_by_its_kelurahan_neighbours(tmp_path):
+    """Half of the other candidates' votes moved at 30% of a kecamatan's TPS: its level and digits stay
+    plausible (no other test fires), but those TPS stand above the rest of their kelurahan."""
+    night = tmp_path / "night.jsonl"
+    simulate(night, kabkota=["3402"], seed=11, synthetic_registry=True, complete=True,
+             anomalies=["vote_shifting:rate=0.3,target=340205,moved=0.4-0.6"])  # fmt: skip
+    assessor = RegionalAssessor()
+    alerts = [a for a in replay(records_of([night]), assessor=assessor) if a.level == "kecamatan" and a.detector != "stat.cleared"]
+    assert {(a.region, a.detector) for a in alerts} == {("340205", "stat.neighbour_excess")}
+    evidence = alerts[0].evidence
+    assert evidence["statistic"] > 2 * evidence["expected"] and evidence["candidate"] in ("100025", "100026", "100027")
+    _, truth = read_truth(tmp_path / "night.truth.jsonl")
+    hit = {r["kode_tps"] for r in truth if r["level"] == "tps"}
+    assert set(evidence["top_tps"]) & hit  # the TPS named are among those shifted
+    tested = [t for key, tests in assessor.results.items() if key.startswith("kecamatan:") for t in tests if t.name == "neighbour_excess"]
+    assert sum(t.pvalue is not None for t in tested) >= 10
+
+
 def test_simulated_manipulations_flag_their_kecamatan_and_a_clean_night_flags_none(tmp_path):
     night = tmp_path / "night.jsonl"
     simulate(night, kabkota=["3402"], seed=11, synthetic_registry=True, complete=True,
@@ -414,9 +492,10 @@ def test_false_alarm_rate_on_real_provinces_is_at_most_nominal():
         for test in tests:
             if test.pvalue is not None and test.n >= 50:
                 pvalues[(key.split(":")[0], test.name)].append(test.pvalue)
+    assert len(pvalues[("kecamatan", "neighbour_excess")]) > 100
     for (level, name), values in pvalues.items():
         if level == "kecamatan" and len(values) > 100:
-            assert np.mean(np.array(values) < 0.01) <= 0.03, name  # the station null is calibrated
+            assert np.mean(np.array(values) < 0.01) <= 0.03, name  # the station null (and the neighbours' rho) is calibrated
     flagged = Counter(a.level for a in alerts if a.detector != "stat.cleared")
     for level in ("kecamatan", "kabkota", "provinsi"):
         testable = sum(len(v) for (lv, _), v in pvalues.items() if lv == level)
