@@ -229,6 +229,10 @@ class Deferred:
         return cls([list(e) for e in state])
 
 
+def _rounded_logits(p: Profile | None) -> dict[str, float] | None:
+    return None if p is None else {key: round(value, 4) for key, value in share_logits(p).items()}
+
+
 class Kelurahan:
     """The complete forms of one kelurahan: each TPS's :func:`~.regional.share_logits`, rounded to 4
     decimals when they enter (the state reloaded is then the state cached, and so are the residuals).
@@ -244,36 +248,31 @@ class Kelurahan:
     def __init__(self, members: dict[str, dict[str, float]] | None = None):
         self.members = {} if members is None else members
         self._tails: dict[str, np.ndarray] | None = None  # of the members now
-        self._next: tuple[str, dict[str, float] | None, dict[str, np.ndarray]] | None = None  # what tails() computed
-
-    @staticmethod
-    def _logits(p: Profile | None) -> dict[str, float] | None:
-        return None if p is None else {key: round(value, 4) for key, value in share_logits(p).items()}
-
-    def _with(self, kode_tps: str, logits: dict[str, float] | None) -> dict[str, dict[str, float]]:
-        members = dict(self.members)
-        if logits is None:
-            members.pop(kode_tps, None)
-        else:
-            members[kode_tps] = logits
-        return members
+        self._next: tuple[str, Profile | None, dict[str, float] | None, dict[str, np.ndarray]] | None = None  # what tails() computed
 
     def put(self, kode_tps: str, p: Profile | None) -> None:
-        logits = self._logits(p)
-        following = self._next
-        self.members = self._with(kode_tps, logits)
-        self._tails = following[2] if following is not None and following[:2] == (kode_tps, logits) else None
-        self._next = None
+        following, self._next = self._next, None
+        if following is not None and following[0] == kode_tps and following[1] is p:
+            logits, self._tails = following[2], following[3]
+        else:
+            logits, self._tails = _rounded_logits(p), None
+        if logits is None:
+            self.members.pop(kode_tps, None)
+        else:
+            self.members[kode_tps] = logits
 
     def tails(self, kode_tps: str, p: Profile | None) -> tuple[dict[str, np.ndarray], float | None]:
         """How the kelurahan's :func:`~.regional.neighbour_tails` change once ``kode_tps`` holds ``p``
         (new minus old, per candidate), and the largest residual of ``p`` then (None without one)."""
         if self._tails is None:
             self._tails = neighbour_tails(neighbour_residuals(self.members))
-        logits = self._logits(p)
-        residuals = neighbour_residuals(self._with(kode_tps, logits))
+        logits = _rounded_logits(p)
+        members = {k: v for k, v in self.members.items() if k != kode_tps}
+        if logits is not None:
+            members[kode_tps] = logits
+        residuals = neighbour_residuals(members)
         after = neighbour_tails(residuals)
-        self._next = (kode_tps, logits, after)
+        self._next = (kode_tps, p, logits, after)
         change = {key: counts - self._tails[key] if key in self._tails else counts for key, counts in after.items()}
         for key, counts in self._tails.items():
             if key not in after:

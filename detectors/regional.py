@@ -469,19 +469,16 @@ class RegionSums:
 
     def add_tails(self, change: dict[str, np.ndarray], kode_tps: str | None = None, residual: float | None = None) -> None:
         """Add the change of a kelurahan's :func:`neighbour_tails` (new minus old); ``residual`` (the
-        largest of the TPS ``kode_tps`` that changed them) enters the top contributors of the neighbour test."""
+        largest of the TPS ``kode_tps`` that changed them) enters the top contributors of the neighbour
+        test. A revised TPS left the top contributors when :meth:`add` withdrew its previous form."""
         for key, counts in change.items():
             current = self.tails.get(key)
             if current is None:
                 self.tails[key] = counts.astype(float)
             else:
                 current += counts
-        if kode_tps is not None:
-            entries = self.top.get(NEIGHBOUR)
-            if entries and any(entry[1] == kode_tps for entry in entries):
-                self.top[NEIGHBOUR] = [entry for entry in entries if entry[1] != kode_tps]
-            if residual is not None and residual > 0:
-                self._enter(NEIGHBOUR, [residual, kode_tps, round(residual, 4)])
+        if kode_tps is not None and residual is not None and residual > 0:
+            self._enter(NEIGHBOUR, [residual, kode_tps, round(residual, 4)])
 
     def _enter(self, test: str, entry: list) -> None:
         """:meth:`_top` for one entry, without sorting when it does not make the top."""
@@ -728,18 +725,14 @@ def neighbour_residuals(members: dict[str, dict[str, float]]) -> dict[str, dict[
     >>> round(neighbour_residuals(kel)["A"]["t4"], 3)  # 1 / sqrt(1 + π/8)
     0.847
     """
-    columns: dict[tuple[str, ...], list[str]] = {}  # a ballot's candidates → its TPS (one group, but for odd forms)
-    for kode, logits in members.items():
-        columns.setdefault(tuple(logits), []).append(kode)
-    out: dict[str, dict[str, float]] = {}
-    for keys, codes in columns.items():
-        if len(columns) > 1:  # forms listing different candidates: each candidate on the forms that list it
-            for key in keys:
-                if key not in out:
-                    listed = [k for k in members if key in members[k]]
-                    out.update(_residuals((key,), listed, [[members[k][key]] for k in listed]))
-            continue
-        out.update(_residuals(keys, codes, [list(members[k].values()) for k in codes]))
+    ballots = {tuple(logits) for logits in members.values()}
+    if len(ballots) == 1:  # every form lists the same candidates: all of them at once
+        (keys,) = ballots
+        return _residuals(keys, list(members), [list(logits.values()) for logits in members.values()])
+    out: dict[str, dict[str, float]] = {}  # forms listing different candidates: each on the forms that list it
+    for key in dict.fromkeys(key for logits in members.values() for key in logits):
+        listed = [kode for kode, logits in members.items() if key in logits]
+        out.update(_residuals((key,), listed, [[members[kode][key]] for kode in listed]))
     return out
 
 
