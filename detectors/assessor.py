@@ -178,7 +178,7 @@ class RegionalAssessor:
             else:  # only its parent changed, and of its tests only the fingerprint's depends on the parent
                 self.results[key] = [fingerprint_test(sums, parent) if test.name == "fingerprint" else test
                                      for test in self.results[key]]  # fmt: skip
-        for key in sorted(renulled - dirty):  # the province's null moved: the neighbour test of its other kecamatan too
+        for key in sorted(renulled - changed):  # the province's null moved: the neighbour test of its other kecamatan too
             if key in self.results:
                 self.results[key] = [self._neighbour(key, self.sums[key]) if test.name == NEIGHBOUR else test
                                      for test in self.results[key]]  # fmt: skip

@@ -24,6 +24,7 @@ from pantau.detectors.regional import (
     fingerprint_test,
     neighbour_residuals,
     neighbour_tails,
+    neighbour_test,
     posterior_expectations,
     region_prior,
     region_tests,
@@ -513,3 +514,42 @@ def test_a_parent_lagging_behind_its_region_says_nothing_about_the_rest():
     test = fingerprint_test(region, parent)
     assert test.n == 40 and test.statistic == 1.0 and test.expected == 0.5 and math.isfinite(test.std)
     assert any(t.name == "fingerprint" for t in region_tests(region, parent))
+
+
+def _tail_sums(n: int, above: int, rng: np.random.Generator) -> RegionSums:
+    """Sums holding only neighbour tails: ``n`` TPS with residuals, ``above`` of them at the top edges."""
+    sums = RegionSums()
+    sums.vector[FIELDS.index("tps")] = n
+    counts = np.concatenate(([n], np.linspace(n, above, len(NEIGHBOUR_EDGES)).round()))
+    counts[-1] = rng.integers(0, above + 1)
+    sums.tails["100025"] = counts
+    return sums
+
+
+def test_a_new_province_null_retests_the_neighbours_of_kecamatan_whose_kabupaten_changed():
+    """When a province has grown enough for its neighbour null to be estimated again, every kecamatan of
+    the province is tested against the new null, also those re-tested only because their kabupaten changed."""
+    rng = np.random.default_rng(2)
+    assessor = RegionalAssessor()
+    kecamatan = {f"kecamatan:3404{i:02d}:ppwp": _tail_sums(100, 5, rng) for i in range(1, 7)}
+    for key, sums in kecamatan.items():
+        assessor.update(key, sums)
+    assessor.update("kabkota:3404:ppwp", sum_of(kecamatan.values()))
+    assessor.assess()
+    kecamatan["kecamatan:340401:ppwp"] = _tail_sums(300, 60, rng)  # the province grows by a third
+    assessor.update("kecamatan:340401:ppwp", kecamatan["kecamatan:340401:ppwp"])
+    assessor.update("kabkota:3404:ppwp", sum_of(kecamatan.values()))
+    assessor.assess()
+    province = assessor.provinces["provinsi:34:ppwp"]
+    nulls = assessor.neighbour_nulls["provinsi:34:ppwp"][1]
+    assert assessor.neighbour_nulls["provinsi:34:ppwp"][0] == 800
+    for key, sums in kecamatan.items():
+        (test,) = [t for t in assessor.results[key] if t.name == "neighbour_excess"]
+        assert test == neighbour_test(sums, province, nulls), key
+
+
+def sum_of(regions) -> RegionSums:
+    total = RegionSums()
+    for sums in regions:
+        total.merge(sums)
+    return total
