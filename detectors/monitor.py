@@ -48,6 +48,7 @@ Deferred scoring
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, MutableMapping
 from datetime import datetime
 from typing import Any
@@ -59,7 +60,7 @@ from pantau.schemas.tally import Region
 
 from .alerts import tps_alert
 from .assessor import NOKEN, NOKEN_PROVINCES
-from .regional import Profile, RegionSums, contribution, neighbour_residuals, neighbour_tails, share_logits
+from .regional import Profile, RegionSums, contribution, neighbour_residuals, neighbour_tails, neighbourhood, share_logits
 
 LEVELS = ("kecamatan", "kabkota")
 BINS = 101
@@ -192,12 +193,17 @@ class JointGrid:
         return cls(flat.reshape(JOINT_BINS, JOINT_BINS))
 
 
+def _farthest_first(entry: list) -> tuple[float, str]:
+    return entry[8], entry[0]
+
+
 class Deferred:
     """The TPS of a kabupaten scored before it had enough peers to flag anything, that were already in
     the top :data:`DEFER_RANK` of the turnout × share corner: they are scored once more when it has.
 
     An entry is ``[kode_tps, counts, register, voters, valid, invalid, ts, received_at, rank]``: the
-    profile, when the form was seen, and its corner rank then (the farthest in are kept when full).
+    profile, when the form was seen, and its corner rank then; entries are kept farthest in first, and
+    the nearest dropped when full.
     """
 
     def __init__(self, entries: list[list] | None = None):
@@ -205,11 +211,10 @@ class Deferred:
 
     def add(self, tally: Tally, p: Profile, rank: float) -> None:
         received = tally.received_at.isoformat() if tally.received_at is not None else None
-        self.entries.append([p.kode_tps, [list(c) for c in p.counts], p.register, p.voters, p.valid, p.invalid,
-                             tally.ts, received, round(rank, 9)])  # fmt: skip
-        if len(self.entries) > DEFER_MAX:
-            self.entries.sort(key=lambda e: (e[8], e[0]))
-            del self.entries[DEFER_MAX:]
+        entry = [p.kode_tps, [list(c) for c in p.counts], p.register, p.voters, p.valid, p.invalid, tally.ts, received,
+                 round(rank, 9)]  # fmt: skip
+        bisect.insort(self.entries, entry, key=_farthest_first)
+        del self.entries[DEFER_MAX:]
 
     def drop(self, kode_tps: str) -> None:
         self.entries = [e for e in self.entries if e[0] != kode_tps]
@@ -234,8 +239,9 @@ def _rounded_logits(p: Profile | None) -> dict[str, float] | None:
 
 
 class Kelurahan:
-    """The complete forms of one kelurahan: each TPS's :func:`~.regional.share_logits`, rounded to 4
-    decimals when they enter (the state reloaded is then the state cached, and so are the residuals).
+    """The complete forms of one kelurahan (of one block of a large one: :func:`~.regional.neighbourhood`):
+    each TPS's :func:`~.regional.share_logits`, rounded to 4 decimals when they enter (the state reloaded
+    is then the state cached, and so are the residuals).
 
     >>> from pantau.detectors.monitor import Kelurahan
     >>> from pantau.detectors.regional import Profile
@@ -286,6 +292,10 @@ class Kelurahan:
     @classmethod
     def from_state(cls, state: dict[str, dict[str, float]]) -> Kelurahan:
         return cls({kode: dict(logits) for kode, logits in state.items()})
+
+
+def neighbourhood_key(tally: Tally) -> str:
+    return f"kelurahan:{neighbourhood(tally.kode_tps)}:{tally.jenis}"
 
 
 def features(p: Profile) -> dict[str, float]:
@@ -386,10 +396,10 @@ class RegionalMonitor:
         leader = self.region(region_key("kabkota", kab, jenis)).leader()
         return self._score(tally, p, leader, self._peers(f"peers:{kab}:{jenis}"), corner, deferred), corner[0]
 
-    def _peer_counts(self, kode_tps: str, jenis: str) -> tuple[int, int]:
-        """The kabupaten's TPS, and those outside the TPS's kecamatan."""
-        peers = self._grid(f"joint:{kode_tps[:4]}:{jenis}").n
-        return peers, peers - self._grid(f"joint:{kode_tps[:6]}:{jenis}").n
+    def _peer_counts(self, kode: str, jenis: str) -> tuple[int, int]:
+        """The kabupaten's TPS, and those outside the kecamatan (of a TPS's or a kecamatan's ``kode``)."""
+        peers = self._grid(f"joint:{kode[:4]}:{jenis}").n
+        return peers, peers - self._grid(f"joint:{kode[:6]}:{jenis}").n
 
     def _tested(self, peers: int, outside: int) -> tuple[str, ...]:
         """The features a TPS is tested on (Bonferroni over them), given its kabupaten's ``peers`` and
@@ -410,7 +420,9 @@ class RegionalMonitor:
         peers = self._grid(f"joint:{deferred.entries[0][0][:4]}:{jenis}").n
         if not self._can_flag(peers, peers):
             return []  # O(1) while the kabupaten itself is too small for any of them
-        return [e for e in deferred.entries if self._can_flag(*self._peer_counts(e[0], jenis))]
+        kecamatan = {e[0][:6] for e in deferred.entries}  # the entries are many, their kecamatan few
+        ready = {kode for kode in kecamatan if self._can_flag(*self._peer_counts(kode, jenis))}
+        return [e for e in deferred.entries if e[0][:6] in ready] if ready else []
 
     @staticmethod
     def keys(tally: Tally) -> list[str]:
@@ -424,7 +436,7 @@ class RegionalMonitor:
         regions = [region_key(level, code, tally.jenis) for level, code in regions_of(tally.kode_tps).items()]
         kode, jenis = tally.kode_tps, tally.jenis
         return [f"deferred:{kode[:4]}:{jenis}", *regions, f"peers:{kode[:4]}:{jenis}", f"joint:{kode[:4]}:{jenis}",
-                f"joint:{kode[:6]}:{jenis}", f"kelurahan:{kode[:10]}:{jenis}"]  # fmt: skip
+                f"joint:{kode[:6]}:{jenis}", neighbourhood_key(tally)]  # fmt: skip
 
     def apply(self, tally: Tally, old: Profile | None, new: Profile | None) -> list[str]:
         """Replace the TPS's previous profile ``old`` by ``new`` in its regions and peer histograms; return
@@ -451,7 +463,7 @@ class RegionalMonitor:
                     prior = self.prior(tally)
                     contributions = tuple(contribution(p, prior) if p is not None else None for p in (old, new))
                 if tails is None:
-                    tails = self._kelurahan(f"kelurahan:{tally.kode_tps[:10]}:{tally.jenis}").tails(tally.kode_tps, new)
+                    tails = self._kelurahan(neighbourhood_key(tally)).tails(tally.kode_tps, new)
                 withdrawn, added = contributions
                 sums = self.region(key)
                 if old is not None:

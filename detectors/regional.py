@@ -31,9 +31,10 @@ Kelurahan neighbours
     Moving votes to one candidate at a part of a kecamatan's TPS leaves the kecamatan's level, digits and
     modes plausible, but lifts those TPS above the other TPS of their own kelurahan (neighbours vote
     alike: the kelurahan is the finest region on the form). Each TPS's logit share of each candidate is
-    compared with the median of the others in its kelurahan (:func:`neighbour_residuals`); a kecamatan
-    counts its TPS above a grid of edges (:func:`neighbour_tails`), summed like everything else, so a
-    form changes its kelurahan's share of the sums (O(kelurahan), not O(region)).
+    compared with the median of the others in its kelurahan (:func:`neighbour_residuals`; a kelurahan of
+    more than 32 TPS in blocks of 32 numbers, :func:`neighbourhood`); a kecamatan counts its TPS above a
+    grid of edges (:func:`neighbour_tails`), summed like everything else, so a form changes its
+    kelurahan's share of the sums (O(block of at most 32 TPS), not O(region)).
     :func:`neighbour_test` compares the kecamatan's count above the province's 90th percentile with the
     rest of the province, beta-binomial with an overdispersion estimated from the province's kecamatan
     (:func:`neighbour_null`). On a simulated Central Java with half the others' votes moved at 30% of
@@ -687,12 +688,26 @@ NEIGHBOUR = "neighbour_excess"
 NEIGHBOUR_EDGES = np.round(np.arange(0.0, 3.05, 0.1), 1)
 #: A TPS has a residual once its kelurahan has this many complete forms (the TPS and 3 others).
 NEIGHBOUR_MIN_KELURAHAN = 4
+#: A large kelurahan's TPS are compared in blocks of this many TPS numbers (000–031, 032–063, …), so a
+#: form costs O(block), not O(kelurahan): 95% of kelurahan (73% of the TPS) have fewer, some have hundreds.
+NEIGHBOURHOOD_TPS = 32
 #: The threshold is the first edge above which at most this share of the province's TPS lie.
 NEIGHBOUR_TAIL = 0.10
 #: Kecamatan (with :data:`NEIGHBOUR_MIN_TPS` residuals) a province needs to estimate its overdispersion.
 NEIGHBOUR_MIN_KECAMATAN = 5
 NEIGHBOUR_MIN_TPS = 10
 CHI2_1_MEDIAN = float(stats.chi2.median(1))
+
+
+def neighbourhood(kode_tps: str) -> str:
+    """The TPS that :func:`neighbour_residuals` compares a TPS with: its kelurahan's TPS in the same block
+    of :data:`NEIGHBOURHOOD_TPS` numbers (neighbouring numbers serve neighbouring streets).
+
+    >>> from pantau.detectors.regional import neighbourhood
+    >>> neighbourhood("3404010001007"), neighbourhood("3171010001040")
+    ('3404010001.0', '3171010001.1')
+    """
+    return f"{kode_tps[:10]}.{int(kode_tps[10:]) // NEIGHBOURHOOD_TPS}"
 
 
 def share_logits(p: Profile) -> dict[str, float]:

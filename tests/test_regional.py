@@ -14,7 +14,7 @@ from pantau.detectors import forensics
 from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
-from pantau.detectors.monitor import JointGrid, PeerHistograms, RegionalMonitor
+from pantau.detectors.monitor import DEFER_MAX, Deferred, JointGrid, PeerHistograms, RegionalMonitor
 from pantau.detectors.regional import (
     FIELDS,
     NEIGHBOUR_EDGES,
@@ -433,6 +433,36 @@ def test_neighbour_tails_of_a_kecamatan_stay_exact_through_revisions_and_reloads
         for candidate, counts in expected.tails.items():
             assert np.array_equal(tails[candidate], counts), (level, candidate)
     assert RegionSums.from_state(states["kecamatan:340401:ppwp"]).tails.keys() == expected.tails.keys()
+
+
+def test_a_large_kelurahan_compares_its_tps_in_blocks_of_tps_numbers():
+    """TPS 001-031 and 032-040 of one kelurahan are two neighbourhoods: a form costs O(32) however large
+    its kelurahan, and the tails of the second block are those of its own nine TPS."""
+    rng = np.random.default_rng(8)
+    states: dict = {}
+    monitor = RegionalMonitor(states)
+    inspector = TpsInspector(Capacity(), monitor=monitor)
+    docs = {f"3404010001{tps:03d}": _kelurahan_doc(rng) for tps in range(1, 41)}
+    for kode, doc in docs.items():
+        inspector(tally_of(kode_tps=kode, **doc))
+    monitor.flush()
+    assert len(states["kelurahan:3404010001.0:ppwp"]) == 31 and len(states["kelurahan:3404010001.1:ppwp"]) == 9
+    expected = RegionSums()
+    for block in (range(1, 32), range(32, 41)):
+        members = {k: {c: round(v, 4) for c, v in share_logits_of(d).items()} for k, d in docs.items() if int(k[10:]) in block}
+        expected.add_tails(neighbour_tails(neighbour_residuals(members)))
+    tails = monitor.region("kecamatan:340401:ppwp").tails
+    assert all(np.array_equal(tails[c], counts) for c, counts in expected.tails.items())
+
+
+def test_deferred_tps_are_kept_farthest_in_first_and_the_nearest_dropped_when_full():
+    rng = np.random.default_rng(2)
+    deferred = Deferred()
+    ranks = rng.random(DEFER_MAX + 40)
+    for i, rank in enumerate(ranks):
+        p = station(f"3404010001{i + 1:03d}", (100, 60, 30))
+        deferred.add(tally_of(kode_tps=p.kode_tps), p, float(rank))
+    assert [e[8] for e in deferred.entries] == sorted(round(float(r), 9) for r in ranks)[:DEFER_MAX]
 
 
 def share_logits_of(doc: dict) -> dict[str, float]:
