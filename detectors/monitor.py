@@ -234,25 +234,30 @@ class Deferred:
         return cls([list(e) for e in state])
 
 
-def _rounded_logits(p: Profile | None) -> dict[str, float] | None:
-    return None if p is None else {key: round(value, 4) for key, value in share_logits(p).items()}
+Form = tuple[int, tuple[tuple[str, int], ...]]  # a form's valid votes and its (candidate, votes)
 
 
 class Kelurahan:
     """The complete forms of one kelurahan (of one block of a large one: :func:`~.regional.neighbourhood`):
-    each TPS's :func:`~.regional.share_logits`, rounded to 4 decimals when they enter (the state reloaded
-    is then the state cached, and so are the residuals).
+    each TPS's valid votes and candidates' votes, and their :func:`~.regional.share_logits`.
+
+    Its state is the counts, each candidate's key once (``{"c": keys, "m": {kode_tps: [valid, votes of
+    each key or null]}}``): a DPD form lists dozens of candidates. The logits are recomputed from it
+    exactly.
 
     >>> from pantau.detectors.monitor import Kelurahan
     >>> from pantau.detectors.regional import Profile
     >>> kel = Kelurahan()
     >>> kel.put("3404010001001", Profile("3404010001001", "ppwp", (("100025", 60), ("100026", 140)), 250, 205, 200, 5))
-    >>> kel.members["3404010001001"]
+    >>> kel.to_state()
+    {'c': ['100025', '100026'], 'm': {'3404010001001': [200, 60, 140]}}
+    >>> {key: round(value, 4) for key, value in kel.members["3404010001001"].items()}
     {'100025': -0.8426, '100026': 0.8426}
     """
 
-    def __init__(self, members: dict[str, dict[str, float]] | None = None):
-        self.members = {} if members is None else members
+    def __init__(self, forms: dict[str, Form] | None = None):
+        self.forms = {} if forms is None else forms
+        self.members = {kode: share_logits(*form) for kode, form in self.forms.items()}
         self._tails: dict[str, np.ndarray] | None = None  # of the members now
         self._next: tuple[str, Profile | None, dict[str, float] | None, dict[str, np.ndarray]] | None = None  # what tails() computed
 
@@ -261,10 +266,12 @@ class Kelurahan:
         if following is not None and following[0] == kode_tps and following[1] is p:
             logits, self._tails = following[2], following[3]
         else:
-            logits, self._tails = _rounded_logits(p), None
-        if logits is None:
+            logits, self._tails = _logits(p), None
+        if p is None:
+            self.forms.pop(kode_tps, None)
             self.members.pop(kode_tps, None)
         else:
+            self.forms[kode_tps] = (p.valid, p.counts)
             self.members[kode_tps] = logits
 
     def tails(self, kode_tps: str, p: Profile | None) -> tuple[dict[str, np.ndarray], float | None]:
@@ -272,7 +279,7 @@ class Kelurahan:
         (new minus old, per candidate), and the largest residual of ``p`` then (None without one)."""
         if self._tails is None:
             self._tails = neighbour_tails(neighbour_residuals(self.members))
-        logits = _rounded_logits(p)
+        logits = _logits(p)
         members = {k: v for k, v in self.members.items() if k != kode_tps}
         if logits is not None:
             members[kode_tps] = logits
@@ -286,12 +293,26 @@ class Kelurahan:
         own = [r[kode_tps] for r in residuals.values() if kode_tps in r]
         return change, max(own) if own else None
 
-    def to_state(self) -> dict[str, dict[str, float]]:
-        return self.members
+    def to_state(self) -> dict[str, Any]:
+        keys = list(dict.fromkeys(key for _, counts in self.forms.values() for key, _ in counts))
+        column = {key: i for i, key in enumerate(keys)}
+        rows = {}
+        for kode, (valid, counts) in self.forms.items():
+            row: list[int | None] = [None] * len(keys)
+            for key, votes in counts:
+                row[column[key]] = votes
+            rows[kode] = [valid, *row]
+        return {"c": keys, "m": rows}
 
     @classmethod
-    def from_state(cls, state: dict[str, dict[str, float]]) -> Kelurahan:
-        return cls({kode: dict(logits) for kode, logits in state.items()})
+    def from_state(cls, state: dict[str, Any]) -> Kelurahan:
+        keys = state["c"]
+        return cls({kode: (row[0], tuple((key, votes) for key, votes in zip(keys, row[1:]) if votes is not None))
+                    for kode, row in state["m"].items()})  # fmt: skip
+
+
+def _logits(p: Profile | None) -> dict[str, float] | None:
+    return None if p is None else share_logits(p.valid, p.counts)
 
 
 def neighbourhood_key(tally: Tally) -> str:

@@ -710,9 +710,9 @@ def neighbourhood(kode_tps: str) -> str:
     return f"{kode_tps[:10]}.{int(kode_tps[10:]) // NEIGHBOURHOOD_TPS}"
 
 
-def share_logits(p: Profile) -> dict[str, float]:
-    """Each candidate's share of the valid votes on the logit scale (half a vote added to both sides)."""
-    return {key: math.log((x + 0.5) / (p.valid - x + 0.5)) for key, x in p.counts}
+def share_logits(valid: int, counts: Iterable[tuple[str, int]]) -> dict[str, float]:
+    """Each candidate's share of the ``valid`` votes on the logit scale (half a vote added to both sides)."""
+    return {key: math.log((x + 0.5) / (valid - x + 0.5)) for key, x in counts}
 
 
 def _leave_one_out_medians(values: np.ndarray) -> np.ndarray:

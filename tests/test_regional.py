@@ -6,6 +6,7 @@ import math
 from collections import Counter, defaultdict
 
 import numpy as np
+import orjson
 import pytest
 
 from scipy import stats
@@ -14,7 +15,7 @@ from pantau.detectors import forensics
 from pantau.detectors.assessor import RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
-from pantau.detectors.monitor import DEFER_MAX, Deferred, JointGrid, PeerHistograms, RegionalMonitor
+from pantau.detectors.monitor import DEFER_MAX, Deferred, JointGrid, Kelurahan, PeerHistograms, RegionalMonitor
 from pantau.detectors.regional import (
     FIELDS,
     NEIGHBOUR_EDGES,
@@ -425,7 +426,7 @@ def test_neighbour_tails_of_a_kecamatan_stay_exact_through_revisions_and_reloads
     monitor.flush()
     expected = RegionSums()
     for kel in range(1, 4):
-        members = {k: {c: round(v, 4) for c, v in share_logits_of(d).items()} for k, d in docs.items() if k[6:10] == f"{kel:04d}"}
+        members = {k: share_logits_of(d) for k, d in docs.items() if k[6:10] == f"{kel:04d}"}
         expected.add_tails(neighbour_tails(neighbour_residuals(members)))
     for level, code in (("kecamatan", "340401"), ("kabkota", "3404")):
         tails = monitor.region(f"{level}:{code}:ppwp").tails
@@ -446,13 +447,24 @@ def test_a_large_kelurahan_compares_its_tps_in_blocks_of_tps_numbers():
     for kode, doc in docs.items():
         inspector(tally_of(kode_tps=kode, **doc))
     monitor.flush()
-    assert len(states["kelurahan:3404010001.0:ppwp"]) == 31 and len(states["kelurahan:3404010001.1:ppwp"]) == 9
+    assert len(states["kelurahan:3404010001.0:ppwp"]["m"]) == 31 and len(states["kelurahan:3404010001.1:ppwp"]["m"]) == 9
     expected = RegionSums()
     for block in (range(1, 32), range(32, 41)):
-        members = {k: {c: round(v, 4) for c, v in share_logits_of(d).items()} for k, d in docs.items() if int(k[10:]) in block}
+        members = {k: share_logits_of(d) for k, d in docs.items() if int(k[10:]) in block}
         expected.add_tails(neighbour_tails(neighbour_residuals(members)))
     tails = monitor.region("kecamatan:340401:ppwp").tails
     assert all(np.array_equal(tails[c], counts) for c, counts in expected.tails.items())
+
+
+def test_a_kelurahans_state_keeps_forms_listing_different_candidates_exactly():
+    kel = Kelurahan()
+    kel.put("3404010001001", station("3404010001001", (120, 50, 30)))
+    kel.put("3404010001002", Profile("3404010001002", "pdpd", (("100026", 7), ("934001", 90)), 250, 200, 97, 3))
+    state = orjson.loads(orjson.dumps(kel.to_state()))
+    assert state["c"] == ["100025", "100026", "100027", "934001"]
+    assert state["m"]["3404010001002"] == [97, None, 7, None, 90]
+    reloaded = Kelurahan.from_state(state)
+    assert reloaded.forms == kel.forms and reloaded.members == kel.members
 
 
 def test_deferred_tps_are_kept_farthest_in_first_and_the_nearest_dropped_when_full():
