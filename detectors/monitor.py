@@ -60,7 +60,7 @@ from pantau.schemas.tally import Region
 
 from .alerts import tps_alert
 from .assessor import NOKEN, NOKEN_PROVINCES
-from .regional import Profile, RegionSums, contribution, neighbour_residuals, neighbour_tails, neighbourhood, share_logits
+from .regional import NEIGHBOUR_EDGES, Member, Profile, RegionSums, contribution, member, neighbour_residuals, neighbour_tails, neighbourhood
 
 LEVELS = ("kecamatan", "kabkota")
 BINS = 101
@@ -234,12 +234,10 @@ class Deferred:
         return cls([list(e) for e in state])
 
 
-Form = tuple[int, tuple[tuple[str, int], ...]]  # a form's valid votes and its (candidate, votes)
-
-
 class Kelurahan:
     """The complete forms of one kelurahan (of one block of a large one: :func:`~.regional.neighbourhood`):
-    each TPS's valid votes and candidates' votes, and their :func:`~.regional.share_logits`.
+    each TPS's valid votes and candidates' votes (``votes``), and their logit shares (``members``,
+    :func:`~.regional.member`).
 
     Its state is the counts, each candidate's key once (``{"c": keys, "m": {kode_tps: [valid, votes of
     each key or null]}}``): a DPD form lists dozens of candidates. The logits are recomputed from it
@@ -251,68 +249,81 @@ class Kelurahan:
     >>> kel.put("3404010001001", Profile("3404010001001", "ppwp", (("100025", 60), ("100026", 140)), 250, 205, 200, 5))
     >>> kel.to_state()
     {'c': ['100025', '100026'], 'm': {'3404010001001': [200, 60, 140]}}
-    >>> {key: round(value, 4) for key, value in kel.members["3404010001001"].items()}
-    {'100025': -0.8426, '100026': 0.8426}
+    >>> keys, logits = kel.members["3404010001001"]
+    >>> keys, logits.round(4).tolist()
+    (('100025', '100026'), [-0.8426, 0.8426])
     """
 
-    def __init__(self, forms: dict[str, Form] | None = None):
-        self.forms = {} if forms is None else forms
-        self.members = {kode: share_logits(*form) for kode, form in self.forms.items()}
-        self._tails: dict[str, np.ndarray] | None = None  # of the members now
-        self._next: tuple[str, Profile | None, dict[str, float] | None, dict[str, np.ndarray]] | None = None  # what tails() computed
+    def __init__(self) -> None:
+        self.members: dict[str, Member] = {}
+        self.votes: dict[str, tuple[int, np.ndarray]] = {}  # valid votes, and each of the member's keys'
+        self._tails: Tails | None = None  # of the members now
+        self._next: tuple[str, Profile | None, tuple[Member, np.ndarray] | None, Tails] | None = None  # what tails() computed
 
     def put(self, kode_tps: str, p: Profile | None) -> None:
         following, self._next = self._next, None
         if following is not None and following[0] == kode_tps and following[1] is p:
-            logits, self._tails = following[2], following[3]
+            entry, self._tails = following[2], following[3]
         else:
-            logits, self._tails = _logits(p), None
-        if p is None:
-            self.forms.pop(kode_tps, None)
+            entry, self._tails = _member(p), None
+        if entry is None:
             self.members.pop(kode_tps, None)
+            self.votes.pop(kode_tps, None)
         else:
-            self.forms[kode_tps] = (p.valid, p.counts)
-            self.members[kode_tps] = logits
+            self.members[kode_tps], votes = entry
+            self.votes[kode_tps] = (p.valid, votes)
 
     def tails(self, kode_tps: str, p: Profile | None) -> tuple[dict[str, np.ndarray], float | None]:
         """How the kelurahan's :func:`~.regional.neighbour_tails` change once ``kode_tps`` holds ``p``
         (new minus old, per candidate), and the largest residual of ``p`` then (None without one)."""
         if self._tails is None:
-            self._tails = neighbour_tails(neighbour_residuals(self.members))
-        logits = _logits(p)
+            self._tails = _packed(neighbour_tails(neighbour_residuals(self.members)))
+        entry = _member(p)
         members = {k: v for k, v in self.members.items() if k != kode_tps}
-        if logits is not None:
-            members[kode_tps] = logits
+        if entry is not None:
+            members[kode_tps] = entry[0]
         residuals = neighbour_residuals(members)
         after = neighbour_tails(residuals)
-        self._next = (kode_tps, p, logits, after)
-        change = {key: counts - self._tails[key] if key in self._tails else counts for key, counts in after.items()}
-        for key, counts in self._tails.items():
+        self._next = (kode_tps, p, entry, _packed(after))
+        before = dict(zip(*self._tails))
+        change = {key: counts - before[key] if key in before else counts for key, counts in after.items()}
+        for key, counts in before.items():
             if key not in after:
                 change[key] = -counts
         own = [r[kode_tps] for r in residuals.values() if kode_tps in r]
         return change, max(own) if own else None
 
     def to_state(self) -> dict[str, Any]:
-        keys = list(dict.fromkeys(key for _, counts in self.forms.values() for key, _ in counts))
+        keys = list(dict.fromkeys(key for ballot, _ in self.members.values() for key in ballot))
         column = {key: i for i, key in enumerate(keys)}
         rows = {}
-        for kode, (valid, counts) in self.forms.items():
+        for kode, (ballot, _) in self.members.items():
+            valid, votes = self.votes[kode]
             row: list[int | None] = [None] * len(keys)
-            for key, votes in counts:
-                row[column[key]] = votes
+            for key, count in zip(ballot, votes.tolist()):
+                row[column[key]] = count
             rows[kode] = [valid, *row]
         return {"c": keys, "m": rows}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Kelurahan:
-        keys = state["c"]
-        return cls({kode: (row[0], tuple((key, votes) for key, votes in zip(keys, row[1:]) if votes is not None))
-                    for kode, row in state["m"].items()})  # fmt: skip
+        kelurahan = cls()
+        for kode, (valid, *row) in state["m"].items():
+            kelurahan.members[kode], votes = member(valid, [(key, x) for key, x in zip(state["c"], row) if x is not None])
+            kelurahan.votes[kode] = (valid, votes)
+        return kelurahan
 
 
-def _logits(p: Profile | None) -> dict[str, float] | None:
-    return None if p is None else share_logits(p.valid, p.counts)
+#: A kelurahan's neighbour tails per candidate, kept as one small array (a block's counts are ≤ 32).
+Tails = tuple[tuple[str, ...], np.ndarray]
+
+
+def _packed(tails: dict[str, np.ndarray]) -> Tails:
+    return tuple(tails), np.array(list(tails.values()), dtype=np.int16).reshape(len(tails), len(NEIGHBOUR_EDGES) + 1)
+
+
+def _member(p: Profile | None) -> tuple[Member, np.ndarray] | None:
+    return None if p is None else member(p.valid, p.counts)
 
 
 def neighbourhood_key(tally: Tally) -> str:

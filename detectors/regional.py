@@ -710,9 +710,23 @@ def neighbourhood(kode_tps: str) -> str:
     return f"{kode_tps[:10]}.{int(kode_tps[10:]) // NEIGHBOURHOOD_TPS}"
 
 
-def share_logits(valid: int, counts: Iterable[tuple[str, int]]) -> dict[str, float]:
+#: A kelurahan member: its form's candidate keys (one tuple object per distinct ballot) and their
+#: :func:`share_logits`, an array (a DPD form lists dozens of candidates, and a night holds 4 M forms).
+Member = tuple[tuple[str, ...], np.ndarray]
+_BALLOTS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def share_logits(valid: int, votes: np.ndarray) -> np.ndarray:
     """Each candidate's share of the ``valid`` votes on the logit scale (half a vote added to both sides)."""
-    return {key: math.log((x + 0.5) / (valid - x + 0.5)) for key, x in counts}
+    return np.log((votes + 0.5) / (valid - votes + 0.5))
+
+
+def member(valid: int, counts: Sequence[tuple[str, int]]) -> tuple[Member, np.ndarray]:
+    """A form as a kelurahan member, and its votes (an array in the order of the member's keys)."""
+    keys, votes = zip(*counts) if counts else ((), ())
+    keys = _BALLOTS.setdefault(keys, keys)
+    array = np.array(votes, dtype=np.int32)
+    return (keys, share_logits(valid, array)), array
 
 
 def _leave_one_out_medians(values: np.ndarray) -> np.ndarray:
@@ -727,35 +741,36 @@ def _leave_one_out_medians(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def neighbour_residuals(members: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+def neighbour_residuals(members: dict[str, Member]) -> dict[str, dict[str, float]]:
     """Per candidate, each TPS's standardised residual against the other TPS of its kelurahan.
 
-    ``members`` maps a kelurahan's TPS to their :func:`share_logits`. The residual is the TPS's logit
-    share minus the median of the others', divided by ``sqrt(1 + π / (2 (n − 1)))`` so that kelurahan of
-    any size give residuals of one spread (the median of ``n − 1`` normal values has variance
-    ``≈ π σ² / (2 (n − 1))``). Candidates on fewer than :data:`NEIGHBOUR_MIN_KELURAHAN` forms have none.
+    ``members`` maps a kelurahan's TPS to their :data:`Member` (candidate keys, logit shares). The
+    residual is the TPS's logit share minus the median of the others', divided by
+    ``sqrt(1 + π / (2 (n − 1)))`` so that kelurahan of any size give residuals of one spread (the
+    median of ``n − 1`` normal values has variance ``≈ π σ² / (2 (n − 1))``). Candidates on fewer than
+    :data:`NEIGHBOUR_MIN_KELURAHAN` forms have none.
 
+    >>> import numpy as np
     >>> from pantau.detectors.regional import neighbour_residuals
-    >>> kel = {f"t{i}": {"A": 0.0} for i in range(4)} | {"t4": {"A": 1.0}}
+    >>> kel = {f"t{i}": (("A",), np.array([0.0])) for i in range(4)} | {"t4": (("A",), np.array([1.0]))}
     >>> round(neighbour_residuals(kel)["A"]["t4"], 3)  # 1 / sqrt(1 + π/8)
     0.847
     """
-    ballots = {tuple(logits) for logits in members.values()}
+    ballots = {keys for keys, _ in members.values()}
     if len(ballots) == 1:  # every form lists the same candidates: all of them at once
         (keys,) = ballots
-        return _residuals(keys, list(members), [list(logits.values()) for logits in members.values()])
+        return _residuals(keys, list(members), np.vstack([logits for _, logits in members.values()]))
     out: dict[str, dict[str, float]] = {}  # forms listing different candidates: each on the forms that list it
-    for key in dict.fromkeys(key for logits in members.values() for key in logits):
-        listed = [kode for kode, logits in members.items() if key in logits]
-        out.update(_residuals((key,), listed, [[members[kode][key]] for kode in listed]))
+    for key in dict.fromkeys(key for keys, _ in members.values() for key in keys):
+        listed = {kode: logits[keys.index(key)] for kode, (keys, logits) in members.items() if key in keys}
+        out.update(_residuals((key,), list(listed), np.array(list(listed.values()))[:, None]))
     return out
 
 
-def _residuals(keys: tuple[str, ...], codes: list[str], rows: list[list[float]]) -> dict[str, dict[str, float]]:
+def _residuals(keys: tuple[str, ...], codes: list[str], values: np.ndarray) -> dict[str, dict[str, float]]:
     n = len(codes)
     if n < NEIGHBOUR_MIN_KELURAHAN:
         return {}
-    values = np.array(rows, dtype=float)
     residuals = (values - _leave_one_out_medians(values)) / math.sqrt(1 + math.pi / (2 * (n - 1)))
     return {key: dict(zip(codes, column)) for key, column in zip(keys, residuals.T.tolist())}
 

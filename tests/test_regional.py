@@ -396,9 +396,9 @@ def _kelurahan_doc(rng: np.random.Generator, shift: float = 0.0) -> dict:
 
 
 def test_neighbour_residual_leaves_the_tps_out_and_needs_four_forms():
-    three = {f"t{i}": {"A": float(i)} for i in range(3)}
+    three = {f"t{i}": (("A",), np.array([float(i)])) for i in range(3)}
     assert neighbour_residuals(three) == {}
-    four = {**three, "t3": {"A": 10.0}}
+    four = {**three, "t3": (("A",), np.array([10.0]))}
     residuals = neighbour_residuals(four)["A"]
     scale = math.sqrt(1 + math.pi / 6)
     assert residuals["t3"] == pytest.approx((10.0 - 1.0) / scale)  # the median of the others, 0 1 2
@@ -406,6 +406,8 @@ def test_neighbour_residual_leaves_the_tps_out_and_needs_four_forms():
     tails = neighbour_tails({"A": residuals})["A"]
     assert tails[0] == 4 and tails[1] == 2 and tails[-1] == 1  # ≥ 0: t2 (0) and t3; ≥ 3.0: t3
     assert len(tails) == len(NEIGHBOUR_EDGES) + 1
+    mixed = {**four, "t3": (("B", "A"), np.array([5.0, 10.0]))}  # one form also lists B: A as before, B on 1 form
+    assert neighbour_residuals(mixed) == {"A": residuals}
 
 
 def test_neighbour_tails_of_a_kecamatan_stay_exact_through_revisions_and_reloads():
@@ -464,7 +466,9 @@ def test_a_kelurahans_state_keeps_forms_listing_different_candidates_exactly():
     assert state["c"] == ["100025", "100026", "100027", "934001"]
     assert state["m"]["3404010001002"] == [97, None, 7, None, 90]
     reloaded = Kelurahan.from_state(state)
-    assert reloaded.forms == kel.forms and reloaded.members == kel.members
+    for kode, (keys, logits) in kel.members.items():
+        assert reloaded.members[kode][0] == keys and np.array_equal(reloaded.members[kode][1], logits)
+        assert reloaded.votes[kode][0] == kel.votes[kode][0] and np.array_equal(reloaded.votes[kode][1], kel.votes[kode][1])
 
 
 def test_deferred_tps_are_kept_farthest_in_first_and_the_nearest_dropped_when_full():
@@ -477,9 +481,11 @@ def test_deferred_tps_are_kept_farthest_in_first_and_the_nearest_dropped_when_fu
     assert [e[8] for e in deferred.entries] == sorted(round(float(r), 9) for r in ranks)[:DEFER_MAX]
 
 
-def share_logits_of(doc: dict) -> dict[str, float]:
+def share_logits_of(doc: dict) -> tuple[tuple[str, ...], np.ndarray]:
     valid = doc["administrasi"]["suara_sah"]
-    return {k: math.log((v + 0.5) / (valid - v + 0.5)) for k, v in doc["chart"].items() if k != "null"}
+    keys = tuple(k for k in doc["chart"] if k != "null")
+    votes = np.array([doc["chart"][k] for k in keys], dtype=float)
+    return keys, np.log((votes + 0.5) / (valid - votes + 0.5))
 
 
 def test_vote_shifting_at_a_third_of_a_kecamatans_tps_is_flagged_by_its_kelurahan_neighbours(tmp_path):
