@@ -236,8 +236,7 @@ class Deferred:
 
 class Kelurahan:
     """The complete forms of one kelurahan (of one block of a large one: :func:`~.regional.neighbourhood`):
-    each TPS's valid votes and candidates' votes (``votes``), and their logit shares (``members``,
-    :func:`~.regional.member`).
+    per TPS its :data:`Form`.
 
     Its state is the counts, each candidate's key once (``{"c": keys, "m": {kode_tps: [valid, votes of
     each key or null]}}``): a DPD form lists dozens of candidates. The logits are recomputed from it
@@ -249,42 +248,39 @@ class Kelurahan:
     >>> kel.put("3404010001001", Profile("3404010001001", "ppwp", (("100025", 60), ("100026", 140)), 250, 205, 200, 5))
     >>> kel.to_state()
     {'c': ['100025', '100026'], 'm': {'3404010001001': [200, 60, 140]}}
-    >>> keys, logits = kel.members["3404010001001"]
+    >>> (keys, logits), votes, valid = kel.forms["3404010001001"]
     >>> keys, logits.round(4).tolist()
     (('100025', '100026'), [-0.8426, 0.8426])
     """
 
     def __init__(self) -> None:
-        self.members: dict[str, Member] = {}
-        self.votes: dict[str, tuple[int, np.ndarray]] = {}  # valid votes, and each of the member's keys'
-        self._tails: Tails | None = None  # of the members now
-        self._next: tuple[str, Profile | None, tuple[Member, np.ndarray] | None, Tails] | None = None  # what tails() computed
+        self.forms: dict[str, Form] = {}
+        self._tails: Tails | None = None  # of the forms now
+        self._next: tuple[str, Profile | None, Form | None, Tails] | None = None  # what tails() computed
 
     def put(self, kode_tps: str, p: Profile | None) -> None:
         following, self._next = self._next, None
         if following is not None and following[0] == kode_tps and following[1] is p:
-            entry, self._tails = following[2], following[3]
+            form, self._tails = following[2], following[3]
         else:
-            entry, self._tails = _member(p), None
-        if entry is None:
-            self.members.pop(kode_tps, None)
-            self.votes.pop(kode_tps, None)
+            form, self._tails = _form(p), None
+        if form is None:
+            self.forms.pop(kode_tps, None)
         else:
-            self.members[kode_tps], votes = entry
-            self.votes[kode_tps] = (p.valid, votes)
+            self.forms[kode_tps] = form
 
     def tails(self, kode_tps: str, p: Profile | None) -> tuple[dict[str, np.ndarray], float | None]:
         """How the kelurahan's :func:`~.regional.neighbour_tails` change once ``kode_tps`` holds ``p``
         (new minus old, per candidate), and the largest residual of ``p`` then (None without one)."""
         if self._tails is None:
-            self._tails = _packed(neighbour_tails(neighbour_residuals(self.members)))
-        entry = _member(p)
-        members = {k: v for k, v in self.members.items() if k != kode_tps}
-        if entry is not None:
-            members[kode_tps] = entry[0]
+            self._tails = _packed(neighbour_tails(neighbour_residuals({k: f[0] for k, f in self.forms.items()})))
+        form = _form(p)
+        members = {k: f[0] for k, f in self.forms.items() if k != kode_tps}
+        if form is not None:
+            members[kode_tps] = form[0]
         residuals = neighbour_residuals(members)
         after = neighbour_tails(residuals)
-        self._next = (kode_tps, p, entry, _packed(after))
+        self._next = (kode_tps, p, form, _packed(after))
         before = dict(zip(*self._tails))
         change = {key: counts - before[key] if key in before else counts for key, counts in after.items()}
         for key, counts in before.items():
@@ -294,11 +290,10 @@ class Kelurahan:
         return change, max(own) if own else None
 
     def to_state(self) -> dict[str, Any]:
-        keys = list(dict.fromkeys(key for ballot, _ in self.members.values() for key in ballot))
+        keys = list(dict.fromkeys(key for (ballot, _), _, _ in self.forms.values() for key in ballot))
         column = {key: i for i, key in enumerate(keys)}
         rows = {}
-        for kode, (ballot, _) in self.members.items():
-            valid, votes = self.votes[kode]
+        for kode, ((ballot, _), votes, valid) in self.forms.items():
             row: list[int | None] = [None] * len(keys)
             for key, count in zip(ballot, votes.tolist()):
                 row[column[key]] = count
@@ -309,11 +304,13 @@ class Kelurahan:
     def from_state(cls, state: dict[str, Any]) -> Kelurahan:
         kelurahan = cls()
         for kode, (valid, *row) in state["m"].items():
-            kelurahan.members[kode], votes = member(valid, [(key, x) for key, x in zip(state["c"], row) if x is not None])
-            kelurahan.votes[kode] = (valid, votes)
+            kelurahan.forms[kode] = (*member(valid, [(key, x) for key, x in zip(state["c"], row) if x is not None]), valid)
         return kelurahan
 
 
+#: A TPS's form in its kelurahan: its :data:`~.regional.Member` (candidate keys and logit shares), the
+#: candidates' votes (in the member's key order) and the valid votes.
+Form = tuple[Member, np.ndarray, int]
 #: A kelurahan's neighbour tails per candidate, kept as one small array (a block's counts are ≤ 32).
 Tails = tuple[tuple[str, ...], np.ndarray]
 
@@ -322,8 +319,8 @@ def _packed(tails: dict[str, np.ndarray]) -> Tails:
     return tuple(tails), np.array(list(tails.values()), dtype=np.int16).reshape(len(tails), len(NEIGHBOUR_EDGES) + 1)
 
 
-def _member(p: Profile | None) -> tuple[Member, np.ndarray] | None:
-    return None if p is None else member(p.valid, p.counts)
+def _form(p: Profile | None) -> Form | None:
+    return None if p is None else (*member(p.valid, p.counts), p.valid)
 
 
 def neighbourhood_key(tally: Tally) -> str:

@@ -466,9 +466,10 @@ def test_a_kelurahans_state_keeps_forms_listing_different_candidates_exactly():
     assert state["c"] == ["100025", "100026", "100027", "934001"]
     assert state["m"]["3404010001002"] == [97, None, 7, None, 90]
     reloaded = Kelurahan.from_state(state)
-    for kode, (keys, logits) in kel.members.items():
-        assert reloaded.members[kode][0] == keys and np.array_equal(reloaded.members[kode][1], logits)
-        assert reloaded.votes[kode][0] == kel.votes[kode][0] and np.array_equal(reloaded.votes[kode][1], kel.votes[kode][1])
+    for kode, ((keys, logits), votes, valid) in kel.forms.items():
+        (keys_again, logits_again), votes_again, valid_again = reloaded.forms[kode]
+        assert keys_again == keys and np.array_equal(logits_again, logits)
+        assert valid_again == valid and np.array_equal(votes_again, votes)
 
 
 def test_deferred_tps_are_kept_farthest_in_first_and_the_nearest_dropped_when_full():
