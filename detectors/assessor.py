@@ -9,6 +9,17 @@ adjusts them, and a test is *raised* when its adjusted p-value is at most ``fdr`
 does not flap as TPS arrive). A raise publishes one alert per episode; a clear publishes
 ``stat.cleared``, which resolves it.
 
+**Looks.** A region is tested again only when it has grown by :data:`LOOK_GROWTH` (1.5×) since its last
+test, not at every change: each test of a growing region is another chance for a clean region to
+cross the threshold (tested at every arrival from 30 to 150 stations, a clean region's chance of a
+p-value below 1e-4 at some point is ~20× that of one test; simulated, binomial counts). The p-value
+that enters Benjamini–Hochberg is the *sequential* one, :func:`sequential_pvalue`: the chance that any
+of the test's ``k`` looks so far was as extreme, bounded by counting the upcrossings between
+consecutive looks (a bound per look, not over the night: see there). A sweep (``assess(SWEEP_GROWTH)``, the stream's timer every
+``PANTAU_SWEEP_INTERVAL``) tests regions that have grown by 10% since their last test, so that the last
+stations of a region are not left out because its next 1.5× never comes; the end of an audit tests
+every region that changed (``assess(FINAL)``). Every such test is a look and counts.
+
 A test is judged only once the region has ``min_tps`` stations (30) and the test ``min_units`` counts
 or stations (50); smaller regions are reported as not yet testable, never as clean. The fingerprint
 test is the exception, from ``min_fingerprint_tps`` stations (10): its p-value is an exact binomial tail
@@ -32,10 +43,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from pantau.schemas import Alert
 from pantau.schemas.alert import alert_id
@@ -61,6 +72,18 @@ MIN_UNITS = 50
 #: A province's neighbour nulls are estimated again once it has grown by this factor (amortised O(1)).
 NEIGHBOUR_REFRESH = 1.05
 CRITICAL_ADJUSTED = 1e-6
+#: A region is tested again once its stations have grown by this factor since its last test.
+LOOK_GROWTH = 1.5
+#: At a sweep, by this factor; at the end of a replay, by any (:data:`FINAL`).
+SWEEP_GROWTH = 1.1
+FINAL = 1.0
+#: Owen's T argument for consecutive looks ``n`` and ``1.5 n``, correlation ``ρ = √(n/1.5n)``: the
+#: bound of :func:`sequential_pvalue` (more growth between two looks, a lower ρ, a larger bound; a sweep's
+#: smaller growth is therefore covered).
+_LOOK_RHO = 1 / math.sqrt(LOOK_GROWTH)
+_LOOK_OWEN = math.sqrt((1 - _LOOK_RHO) / (1 + _LOOK_RHO))
+#: The episodes entry (``"<region key>:@looks"``) of a region's looks (:meth:`RegionalAssessor.looked`).
+LOOKS = "@looks"
 #: Provinces where noken (communal) voting is legal in parts: Papua and its 2022 splits.
 NOKEN_PROVINCES = frozenset({"91", "92", "93", "94", "95", "96"})
 
@@ -87,6 +110,39 @@ NOKEN = ("Di Papua, pemungutan suara sistem noken secara sah menghasilkan pola 1
 LEVEL_NAMES = {"kecamatan": "Kecamatan", "kabkota": "Kabupaten/kota", "provinsi": "Provinsi"}
 
 
+def sequential_pvalue(pvalue: float, looks: int) -> float:
+    """The chance that at least one of ``looks`` tests of a growing region was as extreme as ``pvalue``.
+
+    A test of a region's first ``n`` stations and of its first ``1.5 n`` are correlated like sums of
+    ``n`` and ``1.5 n`` terms, ``ρ = √(1/1.5)``. On the probit scale ``c = Φ⁻¹(1 − p)`` the event "some
+    look reached ``c``" lies in the union of "the first did" and "look ``j`` did and look ``j − 1`` did
+    not", so ``P ≤ p + (k − 1)·(p − P(Z₁ > c, Z₂ > c)) = p + 2 (k − 1) T(c, √((1−ρ)/(1+ρ)))`` (Owen's
+    T). In the far tail each look adds nearly a whole ``p`` (0.85 p at p = 1e-5): the price of watching.
+
+    It bounds the chance of *this* p-value; the threshold a look must reach rises with ``k``, so the
+    earlier looks had lower ones, and it is not an anytime-valid p-value: a clean region watched over
+    nine looks is raised ~2.5× as often as the nominal rate (plain p-values: ~6×; simulated,
+    ``tests/test_regional.py``).
+
+    >>> from pantau.detectors.assessor import sequential_pvalue
+    >>> sequential_pvalue(1e-5, 1), round(sequential_pvalue(1e-5, 5) / 1e-5, 2)
+    (1e-05, 4.38)
+    """
+    if looks < 1:
+        raise ValueError(f"looks must be at least 1, got {looks!r}")
+    if looks == 1 or pvalue >= 1 or pvalue <= 0:
+        return pvalue
+    c = -float(special.ndtri(pvalue))
+    return min(1.0, pvalue + 2 * (looks - 1) * float(special.owens_t(c, _LOOK_OWEN)))
+
+
+class Looks(NamedTuple):
+    """How often a test has been judged, and its p-value over all those looks (:func:`sequential_pvalue`)."""
+
+    looks: int
+    pvalue: float
+
+
 def parse_key(key: str) -> tuple[str, str, str]:
     level, region, jenis = key.split(":")
     return level, region, jenis
@@ -101,8 +157,8 @@ def _clean(value: Any) -> Any:
 class RegionalAssessor:
     """The global view: region sums in, regional alerts out.
 
-    ``sums`` (kecamatan and kabkota states by key) and ``episodes`` (raised tests) are JSON-able
-    mappings: dicts offline, changelog-backed tables in the stream.
+    ``sums`` (kecamatan and kabkota states by key) and ``episodes`` (raised tests, and each region's
+    looks) are JSON-able mappings: dicts offline, changelog-backed tables in the stream.
     """
 
     def __init__(self, fdr: float = FDR, clear_factor: float = CLEAR_FACTOR, min_tps: int = MIN_TPS,
@@ -140,24 +196,39 @@ class RegionalAssessor:
             merged.merge(self.sums[key])
         return merged
 
-    def assess(self) -> list[Alert]:
-        """Re-test the changed regions, adjust per level, and return the alerts of raised and cleared tests."""
-        dirty = set(self.dirty)
+    def looked(self, key: str) -> tuple[int, dict[str, int]]:
+        """A region's stations at its last test, and per test how many of its tests so far were judged
+        (testable). Kept with the episodes, so that a restarted assessor counts on."""
+        state = self.episodes.get(f"{key}:{LOOKS}")
+        return (0, {}) if state is None else (state["n"], state["k"])
+
+    def _due(self, key: str, growth: float) -> bool:
+        count, (last, _) = self._sums(key).count, self.looked(key)
+        if count == 0 or growth <= FINAL or last == 0:
+            return True
+        return count > last and count >= last * growth
+
+    def assess(self, growth: float = LOOK_GROWTH) -> list[Alert]:
+        """Re-test the regions that have grown by ``growth`` since their last test (:data:`LOOK_GROWTH`
+        on schedule, :data:`SWEEP_GROWTH` at a sweep, :data:`FINAL` for every changed region), adjust
+        per level, and return the alerts of raised and cleared tests. Changed regions not yet due stay
+        pending."""
+        if growth < FINAL:
+            raise ValueError(f"growth must be at least {FINAL}, got {growth!r}")
+        touched = set(self.dirty)
         for key in self.dirty:
             level, region, jenis = parse_key(key)
             if level == "kabkota":
-                dirty.add(f"provinsi:{region[:2]}:{jenis}")
+                touched.add(f"provinsi:{region[:2]}:{jenis}")
         renulled = set()
-        for key in sorted(k for k in dirty if k.startswith("provinsi:")):
+        for key in sorted(k for k in touched if k.startswith("provinsi:")):
             self.provinces[key] = self._merged(self.children[key])
             if self._refresh_neighbour_nulls(key):
                 renulled.update(k for kab in self.children[key] for k in self.children.get(kab, ()))
-        changed = set(dirty)
-        for key in list(dirty):  # a region's parent changed: its peer rate did too
-            if not key.startswith("kecamatan:"):
-                dirty.update(self.children.get(key, ()))
+        changed = {key for key in touched if self._due(key, growth)}
+        self.dirty = touched - changed
         national: dict[str, RegionSums] = {}
-        for key in sorted(dirty):
+        for key in sorted(changed):
             level, region, jenis = parse_key(key)
             if level == "provinsi":
                 if jenis not in national:
@@ -166,27 +237,39 @@ class RegionalAssessor:
                         if other.endswith(f":{jenis}"):
                             national[jenis].merge(sums)
                 sums, parent = self.provinces[key], national[jenis]
-            elif level == "kabkota":
-                sums, parent = self.sums[key], self.provinces.get(f"provinsi:{region[:2]}:{jenis}")
             else:
-                sums, parent = self.sums[key], self.sums.get(f"kabkota:{region[:4]}:{jenis}")
+                sums, parent = self.sums[key], self._parent(key)
             if sums.count == 0:
                 self.results.pop(key, None)
                 continue
-            if key in changed or key not in self.results:
-                self.results[key] = region_tests(sums, parent) + ([self._neighbour(key, sums)] if level == "kecamatan" else [])
-            else:  # only its parent changed, and of its tests only the fingerprint's depends on the parent
-                self.results[key] = [fingerprint_test(sums, parent) if test.name == "fingerprint" else test
-                                     for test in self.results[key]]  # fmt: skip
+            self.results[key] = region_tests(sums, parent) + ([self._neighbour(key, sums)] if level == "kecamatan" else [])
+            self._count_look(key)
+        for key in sorted(changed):  # a tested parent's peer rate changed: its children's fingerprint test too
+            for child in self.children.get(key, ()) if not key.startswith("kecamatan:") else ():
+                if child in self.results and child not in changed:
+                    self.results[child] = [fingerprint_test(self.sums[child], self._parent(child)) if test.name == "fingerprint"
+                                           else test for test in self.results[child]]  # fmt: skip
         for key in sorted(renulled - changed):  # the province's null moved: the neighbour test of its other kecamatan too
             if key in self.results:
                 self.results[key] = [self._neighbour(key, self.sums[key]) if test.name == NEIGHBOUR else test
                                      for test in self.results[key]]  # fmt: skip
-        self.dirty.clear()
         alerts: list[Alert] = []
         for level in LEVELS:
             alerts.extend(self._decide(level))
         return alerts
+
+    def _parent(self, key: str) -> RegionSums | None:
+        level, region, jenis = parse_key(key)
+        if level == "kecamatan":
+            return self.sums.get(f"kabkota:{region[:4]}:{jenis}")
+        return self.provinces.get(f"provinsi:{region[:2]}:{jenis}")
+
+    def _count_look(self, key: str) -> None:
+        """One more look for each of the region's testable tests."""
+        _, looks = self.looked(key)
+        testable = {test.name for test in self.results[key] if self._testable(key, test)}
+        looks = {**looks, **{name: looks.get(name, 0) + 1 for name in testable}}
+        self.episodes[f"{key}:{LOOKS}"] = {"n": self._sums(key).count, "k": looks}
 
     def _refresh_neighbour_nulls(self, province_key: str) -> bool:
         """Estimate the province's :class:`~.regional.NeighbourNull` per candidate again if it has grown by
@@ -227,15 +310,17 @@ class RegionalAssessor:
                   for test in self.results[key] if self._testable(key, test)]  # fmt: skip
         if not family:
             return []
-        adjusted = stats.false_discovery_control(np.array([t.pvalue for _, t in family]), method="bh")
+        looks = [self.looked(key)[1].get(test.name, 1) for key, test in family]
+        sequential = [sequential_pvalue(test.pvalue, k) for (_, test), k in zip(family, looks)]
+        adjusted = stats.false_discovery_control(np.array(sequential), method="bh")
         alerts = []
-        for (key, test), q in zip(family, adjusted.tolist()):
+        for (key, test), k, p, q in zip(family, looks, sequential, adjusted.tolist()):
             name = f"{key}:{test.name}"
             episode = self.episodes.get(name)
             raised = episode is not None and episode["raised"]
             if not raised and q <= self.fdr:
                 number = (episode["n"] if episode else 0) + 1
-                alert = self._alert(key, test, q, number, self._sums(key))
+                alert = self._alert(key, test, q, number, self._sums(key), Looks(k, p))
                 self.episodes[name] = {"n": number, "raised": True, "id": alert.alert_id}
                 alerts.append(alert)
             elif raised and q > self.fdr * self.clear_factor:
@@ -243,7 +328,7 @@ class RegionalAssessor:
                 alerts.append(self._cleared(key, test, q, episode))
         return alerts
 
-    def _alert(self, key: str, test: RegionTest, adjusted: float, episode: int, sums: RegionSums) -> Alert:
+    def _alert(self, key: str, test: RegionTest, adjusted: float, episode: int, sums: RegionSums, looks: Looks) -> Alert:
         level, region, jenis = parse_key(key)
         what_id, what_en = WHAT[test.name]
         noken = region[:2] in NOKEN_PROVINCES
@@ -254,7 +339,8 @@ class RegionalAssessor:
         evidence = {
             "test": test.name, "statistic": _clean(test.statistic), "expected": _clean(test.expected),
             "textbook": _clean(test.textbook), "std": _clean(test.std), "zscore": _clean(test.zscore),
-            "pvalue": _clean(test.pvalue), "adjusted_pvalue": _clean(adjusted), "n": test.n, "fdr": self.fdr,
+            "pvalue": _clean(test.pvalue), "looks": looks.looks, "sequential_pvalue": _clean(looks.pvalue),
+            "adjusted_pvalue": _clean(adjusted), "n": test.n, "fdr": self.fdr,
             "region": describe(sums), "top_tps": [e[1] for e in sums.top.get(test.name, [])],
             "top_tps_excess": [e[2] for e in sums.top.get(test.name, [])], "episode": episode,
         }  # fmt: skip

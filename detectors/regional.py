@@ -67,15 +67,15 @@ from .nulls import NullResult, second_digits, tail_pvalue
 #: The fixed layout of a contribution vector: name → index.
 FIELDS = (
     "tps",
-    # C05s over every count: observed hits, Σq, Σq(1-q)
-    "c05_m", "c05_hits", "c05_q", "c05_v",
+    # C05s over every count: observed hits, Σq, Σq(1-q), Σq(1-q)(1-2q) (the three cumulants of the null)
+    "c05_m", "c05_hits", "c05_q", "c05_v", "c05_k",
     # counts ≥ 10 (see _ratio_test): observed count m10; b = ΣP(X≥10), f = ΣP(X≥10)²; per statistic g
     # (last digit, second digit, repeated and adjacent last two digits) the observed Σg and
     # a = ΣE[g·1], c = ΣE[g²·1], d = ΣE[g·1]², e = ΣE[g·1]·P(X≥10)
     "m10", "b", "f",
     *(f"{g}_{part}" for g in ("last", "d2", "rep", "adj") for part in ("obs", "a", "c", "d", "e")),
     # turnout percentage ending in 0/5 (P05s), and integer turnout percentages (Kobak)
-    "pct_m", "p05_hits", "p05_q", "p05_v", "int_hits", "int_q", "int_v",
+    "pct_m", "p05_hits", "p05_q", "p05_v", "p05_k", "int_hits", "int_q", "int_v", "int_k",
     # turnout moments, invalid-vote rate
     "t1", "t2", "t3", "t4", "inv1",
     # last-digit counts (10) and their expectations (10), counts ≥ 10
@@ -314,6 +314,7 @@ def contribution(p: Profile, prior: dict[str, tuple[float, float]] | None = None
         v[pattern.c05_hits] += x % 5 == 0
         v[pattern.c05_q] += q05
         v[pattern.c05_v] += q05 * (1 - q05)
+        v[pattern.c05_k] += q05 * (1 - q05) * (1 - 2 * q05)
         v[pattern.b] += tail
         v[pattern.f] += tail * tail
         last, tens = x % 10, x // 10 % 10
@@ -340,9 +341,11 @@ def contribution(p: Profile, prior: dict[str, tuple[float, float]] | None = None
             v[IX["p05_hits"]] += pct % 5 == 0
             v[IX["p05_q"]] += q_p05
             v[IX["p05_v"]] += q_p05 * (1 - q_p05)
+            v[IX["p05_k"]] += q_p05 * (1 - q_p05) * (1 - 2 * q_p05)
             v[IX["int_hits"]] += (100 * p.voters) % p.register == 0
             v[IX["int_q"]] += q_int
             v[IX["int_v"]] += q_int * (1 - q_int)
+            v[IX["int_k"]] += q_int * (1 - q_int) * (1 - 2 * q_int)
     v[IX["t1"]], v[IX["t2"]], v[IX["t3"]], v[IX["t4"]] = t, t * t, t**3, t**4
     ballots = p.valid + p.invalid
     v[IX["inv1"]] = p.invalid / ballots if ballots else 0.0
@@ -393,7 +396,7 @@ class _CountFields:
     """Positions in :data:`FIELDS` of the per-count sums, resolved once."""
 
     def __init__(self):
-        for name in ("c05_m", "c05_hits", "c05_q", "c05_v", "b", "f", "m10"):
+        for name in ("c05_m", "c05_hits", "c05_q", "c05_v", "c05_k", "b", "f", "m10"):
             setattr(self, name, IX[name])
         self.digit_tests = [tuple(IX[f"{g}_{part}"] for part in ("a", "c", "d", "e", "obs")) for g in ("last", "d2", "rep", "adj")]
 
@@ -564,19 +567,43 @@ class RegionTest(NullResult):
     candidate: str | None = None  # the candidate a per-candidate test found most surprising
 
 
-def _bernoulli(name, hits, q, var, m, alternative, textbook=None) -> RegionTest:
+def bernoulli_sum_tails(hits: float, mean: float, var: float, k3: float) -> tuple[float, float]:
+    """``P(S ≤ hits)`` and ``P(S ≥ hits)`` for a sum ``S`` of independent Bernoulli variables with
+    cumulants ``mean`` (Σq), ``var`` (Σq(1−q)) and ``k3`` (Σq(1−q)(1−2q)): a translated gamma (Pearson
+    type III) matching all three, with a continuity correction.
+
+    A region keeps only these sums, not every station's ``q``, so the exact Poisson-binomial is out of
+    reach; the normal approximation ignores the skew of a sum of rare events, and in the far tail
+    where Benjamini–Hochberg decides over thousands of regions that matters: with ``q`` of 0.01 at
+    150 stations it puts 15× too many clean regions below p = 1e-5 (simulated), the translated gamma
+    0.2–1× (and 0.5–1× for ``q`` of 0.1 to 0.5 mixed, once ``var`` ≥ 10).
+
+    >>> from pantau.detectors.regional import bernoulli_sum_tails
+    >>> q = 0.01; m = 150; lower, upper = bernoulli_sum_tails(7, m * q, m * q * (1 - q), m * q * (1 - q) * (1 - 2 * q))
+    >>> round(upper, 4)  # exact binomial P(S ≥ 7): 0.0008; normal: 1e-5
+    0.0013
+    """
+    if var <= 0:
+        return float(hits >= mean - 1e-9), float(hits <= mean + 1e-9)
+    sd = math.sqrt(var)
+    skew = k3 / (var * sd)
+    if abs(skew) < 1e-6:
+        return float(special.ndtr((hits + 0.5 - mean) / sd)), float(special.ndtr((mean - hits + 0.5) / sd))
+    if skew < 0:  # −S is skewed the other way
+        upper, lower = bernoulli_sum_tails(-hits, -mean, var, -k3)
+        return lower, upper
+    shape, scale = 4 / skew**2, skew * sd / 2  # mean shape·scale, variance shape·scale², skewness 2/√shape
+    origin = mean - shape * scale
+    cdf = lambda x: float(special.gammainc(shape, (x - origin) / scale)) if x > origin else 0.0  # noqa: E731
+    return cdf(hits + 0.5), 1.0 - cdf(hits - 0.5)
+
+
+def _bernoulli(name, hits, q, var, k3, m, alternative, textbook=None) -> RegionTest:
     if m <= 0:
         return RegionTest(math.nan, 0, math.nan, None, None, None, name, textbook)
     statistic, expected, std = hits / m, q / m, math.sqrt(max(var, 0.0)) / m
-    if std > 0:
-        z = (statistic - expected) / std
-        # normal approximation with a continuity correction on the count scale
-        cc = 0.5 / m / std
-        upper = special.ndtr(cc - z)  # = stats.norm.sf(z - cc), without its per-call argument handling
-        lower = special.ndtr(z + cc)
-    else:
-        z = 0.0 if hits == q else math.copysign(math.inf, hits - q)
-        upper, lower = float(hits <= q + 1e-9), float(hits >= q - 1e-9)
+    z = (statistic - expected) / std if std > 0 else (0.0 if hits == q else math.copysign(math.inf, hits - q))
+    lower, upper = bernoulli_sum_tails(hits, q, var, k3)
     return RegionTest(statistic, int(round(m)), expected, tail_pvalue(lower, upper, alternative), std, float(z), name, textbook)
 
 
@@ -608,14 +635,14 @@ def region_tests(sums: RegionSums, parent: RegionSums | None = None) -> list[Reg
     v = sums.vector
     g = lambda name: float(v[IX[name]])  # noqa: E731
     tests = [
-        _bernoulli("c05s", g("c05_hits"), g("c05_q"), g("c05_v"), g("c05_m"), "greater", UNIFORM_05),
+        _bernoulli("c05s", g("c05_hits"), g("c05_q"), g("c05_v"), g("c05_k"), g("c05_m"), "greater", UNIFORM_05),
         _ratio_test("lastc", v, "last", 4.5),
         _ratio_test("2bl", v, "d2", BENFORD_2BL),
         _last_digit_uniformity(v),
         _ratio_test("repeated_digits", v, "rep", 0.1),
         _ratio_test("adjacent_digits", v, "adj", 0.18),
-        _bernoulli("p05s", g("p05_hits"), g("p05_q"), g("p05_v"), g("pct_m"), "greater", UNIFORM_05),
-        _bernoulli("integer_percent", g("int_hits"), g("int_q"), g("int_v"), g("pct_m"), "greater"),
+        _bernoulli("p05s", g("p05_hits"), g("p05_q"), g("p05_v"), g("p05_k"), g("pct_m"), "greater", UNIFORM_05),
+        _bernoulli("integer_percent", g("int_hits"), g("int_q"), g("int_v"), g("int_k"), g("pct_m"), "greater"),
         fingerprint_test(sums, parent),
         _dip(sums, 0, "dip"),
         _dip(sums, 1, "dip_share"),

@@ -45,7 +45,7 @@ import orjson
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from pantau.detectors.assessor import RegionalAssessor
+from pantau.detectors.assessor import LOOK_GROWTH, SWEEP_GROWTH, RegionalAssessor
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import RegionalMonitor
 from pantau.detectors.regional import RegionSums
@@ -472,7 +472,7 @@ class Assessment:
         self.app, self.settings, self.pipeline = app, settings, pipeline
         self.topic = app.topic(settings.topic_regional, key_serializer="raw", value_serializer="raw", partitions=1)
         self.sums_table = app.Table(ASSESSOR_SUMS_TABLE, default=None, partitions=1, help="Latest region sums")
-        self.episodes_table = app.Table(ASSESSOR_EPISODES_TABLE, default=None, partitions=1, help="Raised regional tests")
+        self.episodes_table = app.Table(ASSESSOR_EPISODES_TABLE, default=None, partitions=1, help="Raised regional tests and each region's looks")
         self.sums = BatchStates(self.sums_table)
         self.episodes = BatchStates(self.episodes_table)
         self.assessor: RegionalAssessor | None = None
@@ -500,12 +500,13 @@ class Assessment:
             self.sums[key] = state
         await self.sums.flush(self.pipeline.changelog)
 
-    async def assess(self) -> None:
+    async def assess(self, growth: float = LOOK_GROWTH) -> None:
+        """Test the regions due (see :meth:`RegionalAssessor.assess`) and publish the alerts."""
         if not self.holds():
             self.assessor = None  # another worker assesses; rebuild from the tables if it comes back
             return
         try:
-            alerts = self.current().assess()
+            alerts = self.current().assess(growth)
         except Exception:  # a bug in the statistics must not stop the worker: the regions stay dirty, retried next time
             log.exception("regional assessment failed")
             return
@@ -577,6 +578,10 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
     @app.timer(interval=settings.assess_interval)
     async def assess_regions() -> None:
         await assessment.assess()
+
+    @app.timer(interval=settings.sweep_interval)
+    async def sweep_regions() -> None:  # the last stations of a region whose next 1.5× never comes
+        await assessment.assess(SWEEP_GROWTH)
 
     @app.on_rebalance_complete.connect
     async def forget_regions(sender: Any, **kwargs: Any) -> None:

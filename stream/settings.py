@@ -14,6 +14,7 @@ variable                           meaning                                      
 ``PANTAU_TOPIC_REGIONAL``          region sums from the workers to the assessor (1 partition)  ``pantau.regional``
 ``PANTAU_FDR``                     false discovery rate of the regional tests, per level        ``0.01``
 ``PANTAU_ASSESS_INTERVAL``         seconds between regional assessments                         ``5``
+``PANTAU_SWEEP_INTERVAL``          seconds between sweeps (regions grown by 10% tested)         ``1800``
 ``PANTAU_PEER_FAR``                false-alarm rate of the TPS peer-outlier detector            ``0.002``
 ``PANTAU_STORE``                   Faust table store (``memory://``, ``rocksdb://``)            ``memory://``
 ``PANTAU_DATA_DIR``                worker data directory                                        ``./pantau-data``
@@ -78,6 +79,7 @@ class Settings:
     topic_regional: str = "pantau.regional"
     fdr: float = 0.01
     assess_interval: float = 5.0
+    sweep_interval: float = 1800.0
     peer_far: float = 0.002
     store: str = "memory://"
     data_dir: Path = field(default_factory=lambda: Path("pantau-data"))
@@ -124,8 +126,10 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.batch_size < 1 or settings.partitions < 1 or settings.standby_replicas < 0:
             raise ValueError("PANTAU_BATCH_SIZE and PANTAU_PARTITIONS must be at least 1, PANTAU_STANDBY_REPLICAS at least 0")
-        if not (0 < settings.fdr < 1 and 0 < settings.peer_far < 1 and settings.assess_interval > 0):
-            raise ValueError("PANTAU_FDR and PANTAU_PEER_FAR must lie in (0, 1), PANTAU_ASSESS_INTERVAL above 0")
+        if not (0 < settings.fdr < 1 and 0 < settings.peer_far < 1 and settings.assess_interval > 0
+                and settings.sweep_interval > 0):
+            raise ValueError("PANTAU_FDR and PANTAU_PEER_FAR must lie in (0, 1), PANTAU_ASSESS_INTERVAL and "
+                             "PANTAU_SWEEP_INTERVAL above 0")
         if not 0 < settings.reconnect_backoff_ms <= settings.reconnect_backoff_max_ms:
             raise ValueError("PANTAU_RECONNECT_BACKOFF_MS must be above 0 and at most PANTAU_RECONNECT_BACKOFF_MAX_MS")
         if not 1 <= settings.web_port <= 65535:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter, defaultdict
 
@@ -9,18 +10,20 @@ import numpy as np
 import orjson
 import pytest
 
-from scipy import stats
+from scipy import integrate, stats
 
 from pantau.detectors import forensics
-from pantau.detectors.assessor import RegionalAssessor
+from pantau.detectors.assessor import FINAL, LOOK_GROWTH, SWEEP_GROWTH, RegionalAssessor, sequential_pvalue
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
+from pantau.detectors.nulls import poisson_binomial_pmf
 from pantau.detectors.monitor import DEFER_MAX, Deferred, JointGrid, Kelurahan, PeerHistograms, RegionalMonitor
 from pantau.detectors.regional import (
     FIELDS,
     NEIGHBOUR_EDGES,
     Profile,
     RegionSums,
+    bernoulli_sum_tails,
     describe,
     fingerprint_test,
     neighbour_residuals,
@@ -179,6 +182,7 @@ def test_assessor_raises_once_keeps_it_through_the_band_and_clears_with_a_resolu
     assert alert.region == "340401" and alert.kode_tps is None and alert.evidence["statistic"] == 1.0
     assert alert.evidence["expected"] < 0.5 and alert.evidence["adjusted_pvalue"] <= 0.01
     assert alert.evidence["top_tps"] and "bukan bukti kecurangan" in alert.reason and "not proof of fraud" in alert.reason_en
+    assert alert.evidence["looks"] == 1 and alert.evidence["sequential_pvalue"] == alert.evidence["pvalue"]
     assert assessor.assess() == []  # nothing changed: nothing new
     assessor.update("kecamatan:340401:ppwp", sums)
     assert assessor.assess() == []  # still raised: no second alert for the same episode
@@ -189,6 +193,88 @@ def test_assessor_raises_once_keeps_it_through_the_band_and_clears_with_a_resolu
     assessor.update("kabkota:3404:ppwp", sums)
     cleared = [a for a in assessor.assess() if a.detector == "stat.cleared" and a.level == "kecamatan"]
     assert any(a.resolves == [alert.alert_id] for a in cleared)
+
+
+def test_one_look_is_its_p_value_and_two_are_exactly_the_chance_that_either_was_as_extreme():
+    rho = 1 / math.sqrt(LOOK_GROWTH)
+    for p in (1e-2, 1e-4, 1e-7):
+        c = stats.norm.isf(p)
+        both, _ = integrate.quad(lambda x: stats.norm.pdf(x) * stats.norm.sf((c - rho * x) / math.sqrt(1 - rho**2)), c, np.inf)
+        assert sequential_pvalue(p, 1) == p
+        assert sequential_pvalue(p, 2) == pytest.approx(2 * p - both, rel=1e-6)
+    assert sequential_pvalue(1e-5, 2) < sequential_pvalue(1e-5, 6) < 6e-5
+    with pytest.raises(ValueError, match="looks"):
+        sequential_pvalue(0.1, 0)
+
+
+def test_sequential_p_values_cut_the_false_alarms_of_a_watched_null_region():
+    """Random walks looked at on the 1.5× schedule from 30 to ~800 terms (9 looks). Some look's plain
+    p-value is below α ~6× as often as α; the sequential one ~2.5×: it bounds the chance that any look so
+    far was as extreme as this one, not that the thresholds of all looks were ever crossed (each look's
+    threshold is lower than the next's), so it is not an anytime-valid p-value (README)."""
+    rng = np.random.default_rng(11)
+    looks = [30]
+    while looks[-1] * LOOK_GROWTH < 1000:
+        looks.append(math.ceil(looks[-1] * LOOK_GROWTH))
+    steps = np.diff([0, *looks])
+    walks = np.cumsum(rng.standard_normal((400_000, len(looks))) * np.sqrt(steps), axis=1)
+    pvalues = stats.norm.sf(walks / np.sqrt(looks))
+    sequential = np.array([[sequential_pvalue(p, k + 1) for k, p in enumerate(row)] for row in pvalues[pvalues.min(axis=1) < 0.01]])
+    for alpha in (1e-2, 1e-3):
+        plain = (pvalues.min(axis=1) <= alpha).mean() / alpha
+        watched = (sequential.min(axis=1) <= alpha).sum() / len(pvalues) / alpha
+        assert plain > 4 and 1 < watched < 3 and watched < plain / 2, (alpha, plain, watched)
+
+
+def test_a_growing_region_is_tested_when_it_has_grown_by_half_and_a_sweep_takes_the_rest():
+    stations = clean_stations(200)
+    assessor, sums, tested = RegionalAssessor(), RegionSums(), []
+    key = "kecamatan:340401:ppwp"
+    for i, p in enumerate(stations, 1):
+        sums.add(p)
+        assessor.update(key, sums)
+        assessor.update("kabkota:3404:ppwp", sums)
+        assessor.assess()
+        if assessor.looked(key)[0] == i:
+            tested.append(i)
+    assert tested == [1, 2, 3, 5, 8, 12, 18, 27, 41, 62, 93, 140]
+    looks = assessor.looked(key)[1]
+    assert looks["c05s"] == 4  # 41, 62, 93 and 140 stations: from 30 on
+    assert looks["fingerprint"] == 7  # from 10 on: 12, 18, …
+    assert key in assessor.dirty  # 60 stations wait for 210 ...
+    assessor.assess(SWEEP_GROWTH)  # ... or a sweep
+    assert assessor.looked(key)[0] == 200 and assessor.looked(key)[1]["c05s"] == 5
+    assert not assessor.dirty
+    sums.add(dataclasses.replace(stations[0], kode_tps="3404010099001"))
+    assessor.update(key, sums)
+    assessor.assess(SWEEP_GROWTH)
+    assert assessor.looked(key)[0] == 200  # one more station is not 10% more
+    assessor.assess(FINAL)
+    assert assessor.looked(key) == (201, {name: k + 2 for name, k in looks.items()})  # the sweep's and this one
+    restarted = RegionalAssessor(episodes=orjson.loads(orjson.dumps(assessor.episodes)))  # the changelog's copy
+    restarted.update(key, sums)
+    restarted.update("kabkota:3404:ppwp", sums)
+    assert restarted.assess() == [] and key in restarted.dirty  # not due: it counts on where it was
+    restarted.assess(FINAL)
+    assert restarted.looked(key)[1]["c05s"] == 7
+
+
+def test_bernoulli_sum_tails_keep_the_skew_of_rare_events():
+    """Against the exact Poisson-binomial: never below it, at most a few times above, where the normal
+    approximation is off by orders of magnitude (rare events, e.g. whole-number turnout percentages)."""
+    rng = np.random.default_rng(5)
+    for q in (rng.uniform(0.002, 0.02, 150), rng.uniform(0.1, 0.3, 150), rng.uniform(0.3, 0.9, 150)):
+        pmf = poisson_binomial_pmf(q)
+        mean, var, k3 = q.sum(), (q * (1 - q)).sum(), (q * (1 - q) * (1 - 2 * q)).sum()
+        for hits in range(len(pmf)):
+            lower, upper = bernoulli_sum_tails(hits, mean, var, k3)
+            for approx, exact in ((upper, pmf[hits:].sum()), (lower, pmf[: hits + 1].sum())):
+                if 1e-6 < exact < 0.01:
+                    assert exact * 0.999 <= approx <= 6 * exact, (hits, approx, exact)
+    rare = rng.uniform(0.002, 0.02, 150)
+    mean, var = rare.sum(), (rare * (1 - rare)).sum()
+    exact = poisson_binomial_pmf(rare)[9:].sum()
+    assert stats.norm.sf((9 - 0.5 - mean) / math.sqrt(var)) < exact / 100
 
 
 def test_small_regions_are_not_tested():

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pantau.detectors.alerts import observed_at
-from pantau.detectors.assessor import RegionalAssessor
+from pantau.detectors.assessor import FINAL, LOOK_GROWTH, RegionalAssessor
 from pantau.detectors.form import Capacity
 from pantau.detectors.inspector import TpsInspector
 from pantau.detectors.monitor import RegionalMonitor
@@ -164,10 +164,11 @@ def run_replay(paths: Sequence[str | Path], jobs: int = 1, assess_every: int = A
             for _, *refused in heapq.merge(*(r.refused for r in rounds)):
                 summary.reject(*refused)
             summary.documents += sum(r.documents for r in rounds)
-            alerts += written(assess(assessor, (kv for r in rounds for kv in r.regions.items())))
+            last = rounds[0].totals is not None
+            alerts += written(assess(assessor, (kv for r in rounds for kv in r.regions.items()), FINAL if last else LOOK_GROWTH))
             if progress is not None:
                 progress(rounds[0].end)
-            if rounds[0].totals is not None:
+            if last:
                 for r in rounds:
                     totals.merge(r.totals)
                 return AuditRun(alerts, summary, totals, assessor, rounds[0].end)
