@@ -15,10 +15,11 @@ cross the threshold (tested at every arrival from 30 to 150 stations, a clean re
 p-value below 1e-4 at some point is ~20× that of one test; simulated, binomial counts). The p-value
 that enters Benjamini–Hochberg is the *sequential* one, :func:`sequential_pvalue`: the chance that any
 of the test's ``k`` looks so far was as extreme, bounded by counting the upcrossings between
-consecutive looks (a bound per look, not over the night: see there). A sweep (``assess(SWEEP_GROWTH)``, the stream's timer every
-``PANTAU_SWEEP_INTERVAL``) tests regions that have grown by 10% since their last test, so that the last
-stations of a region are not left out because its next 1.5× never comes; the end of an audit tests
-every region that changed (``assess(FINAL)``). Every such test is a look and counts.
+consecutive looks (a bound per look, not over the night: see there). A sweep (``assess(SWEEP_GROWTH)``,
+the stream's assessment once every ``PANTAU_SWEEP_INTERVAL``) tests regions that have grown by 10%
+since their last test, so that the last stations of a region are not left out because its next 1.5×
+never comes; the end of an audit tests every region that changed (``assess(FINAL)``). Every such test
+is a look and counts.
 
 A test is judged only once the region has ``min_tps`` stations (30) and the test ``min_units`` counts
 or stations (50); smaller regions are reported as not yet testable, never as clean. The fingerprint
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import MutableMapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from scipy import special, stats
@@ -110,8 +111,9 @@ NOKEN = ("Di Papua, pemungutan suara sistem noken secara sah menghasilkan pola 1
 LEVEL_NAMES = {"kecamatan": "Kecamatan", "kabkota": "Kabupaten/kota", "provinsi": "Provinsi"}
 
 
-def sequential_pvalue(pvalue: float, looks: int) -> float:
-    """The chance that at least one of ``looks`` tests of a growing region was as extreme as ``pvalue``.
+def sequential_pvalue(pvalue, looks):
+    """The chance that at least one of ``looks`` tests of a growing region was as extreme as ``pvalue``
+    (scalars, or arrays of one shape: a float or an array back).
 
     A test of a region's first ``n`` stations and of its first ``1.5 n`` are correlated like sums of
     ``n`` and ``1.5 n`` terms, ``ρ = √(1/1.5)``. On the probit scale ``c = Φ⁻¹(1 − p)`` the event "some
@@ -128,19 +130,13 @@ def sequential_pvalue(pvalue: float, looks: int) -> float:
     >>> sequential_pvalue(1e-5, 1), round(sequential_pvalue(1e-5, 5) / 1e-5, 2)
     (1e-05, 4.38)
     """
-    if looks < 1:
+    p, k = np.broadcast_arrays(np.asarray(pvalue, dtype=float), np.asarray(looks))
+    if np.any(k < 1):
         raise ValueError(f"looks must be at least 1, got {looks!r}")
-    if looks == 1 or pvalue >= 1 or pvalue <= 0:
-        return pvalue
-    c = -float(special.ndtri(pvalue))
-    return min(1.0, pvalue + 2 * (looks - 1) * float(special.owens_t(c, _LOOK_OWEN)))
-
-
-class Looks(NamedTuple):
-    """How often a test has been judged, and its p-value over all those looks (:func:`sequential_pvalue`)."""
-
-    looks: int
-    pvalue: float
+    inside = (k > 1) & (p > 0) & (p < 1)  # one look, or a p-value of 0 or 1: itself
+    out = p.copy()
+    out[inside] = np.minimum(1.0, p[inside] + 2 * (k[inside] - 1) * special.owens_t(-special.ndtri(p[inside]), _LOOK_OWEN))
+    return float(out) if out.ndim == 0 else out
 
 
 def parse_key(key: str) -> tuple[str, str, str]:
@@ -245,7 +241,7 @@ class RegionalAssessor:
             self.results[key] = region_tests(sums, parent) + ([self._neighbour(key, sums)] if level == "kecamatan" else [])
             self._count_look(key)
         for key in sorted(changed):  # a tested parent's peer rate changed: its children's fingerprint test too
-            for child in self.children.get(key, ()) if not key.startswith("kecamatan:") else ():
+            for child in self.children.get(key, ()):
                 if child in self.results and child not in changed:
                     self.results[child] = [fingerprint_test(self.sums[child], self._parent(child)) if test.name == "fingerprint"
                                            else test for test in self.results[child]]  # fmt: skip
@@ -310,17 +306,18 @@ class RegionalAssessor:
                   for test in self.results[key] if self._testable(key, test)]  # fmt: skip
         if not family:
             return []
-        looks = [self.looked(key)[1].get(test.name, 1) for key, test in family]
-        sequential = [sequential_pvalue(test.pvalue, k) for (_, test), k in zip(family, looks)]
-        adjusted = stats.false_discovery_control(np.array(sequential), method="bh")
+        looked = {key: self.looked(key)[1] for key in dict.fromkeys(key for key, _ in family)}
+        looks = np.array([looked[key].get(test.name, 1) for key, test in family])
+        sequential = sequential_pvalue(np.array([test.pvalue for _, test in family]), looks)
+        adjusted = stats.false_discovery_control(sequential, method="bh")
         alerts = []
-        for (key, test), k, p, q in zip(family, looks, sequential, adjusted.tolist()):
+        for (key, test), k, p, q in zip(family, looks.tolist(), sequential.tolist(), adjusted.tolist()):
             name = f"{key}:{test.name}"
             episode = self.episodes.get(name)
             raised = episode is not None and episode["raised"]
             if not raised and q <= self.fdr:
                 number = (episode["n"] if episode else 0) + 1
-                alert = self._alert(key, test, q, number, self._sums(key), Looks(k, p))
+                alert = self._alert(key, test, q, number, self._sums(key), k, p)
                 self.episodes[name] = {"n": number, "raised": True, "id": alert.alert_id}
                 alerts.append(alert)
             elif raised and q > self.fdr * self.clear_factor:
@@ -328,7 +325,8 @@ class RegionalAssessor:
                 alerts.append(self._cleared(key, test, q, episode))
         return alerts
 
-    def _alert(self, key: str, test: RegionTest, adjusted: float, episode: int, sums: RegionSums, looks: Looks) -> Alert:
+    def _alert(self, key: str, test: RegionTest, adjusted: float, episode: int, sums: RegionSums, looks: int,
+               sequential: float) -> Alert:
         level, region, jenis = parse_key(key)
         what_id, what_en = WHAT[test.name]
         noken = region[:2] in NOKEN_PROVINCES
@@ -339,7 +337,7 @@ class RegionalAssessor:
         evidence = {
             "test": test.name, "statistic": _clean(test.statistic), "expected": _clean(test.expected),
             "textbook": _clean(test.textbook), "std": _clean(test.std), "zscore": _clean(test.zscore),
-            "pvalue": _clean(test.pvalue), "looks": looks.looks, "sequential_pvalue": _clean(looks.pvalue),
+            "pvalue": _clean(test.pvalue), "looks": looks, "sequential_pvalue": _clean(sequential),
             "adjusted_pvalue": _clean(adjusted), "n": test.n, "fdr": self.fdr,
             "region": describe(sums), "top_tps": [e[1] for e in sums.top.get(test.name, [])],
             "top_tps_excess": [e[2] for e in sums.top.get(test.name, [])], "episode": episode,

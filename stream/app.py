@@ -476,6 +476,7 @@ class Assessment:
         self.sums = BatchStates(self.sums_table)
         self.episodes = BatchStates(self.episodes_table)
         self.assessor: RegionalAssessor | None = None
+        self.swept_at = time.monotonic()
 
     def holds(self) -> bool:
         consumer = self.app.consumer
@@ -500,16 +501,21 @@ class Assessment:
             self.sums[key] = state
         await self.sums.flush(self.pipeline.changelog)
 
-    async def assess(self, growth: float = LOOK_GROWTH) -> None:
-        """Test the regions due (see :meth:`RegionalAssessor.assess`) and publish the alerts."""
+    async def assess(self) -> None:
+        """Test the regions due (see :meth:`RegionalAssessor.assess`) and publish the alerts; once every
+        ``sweep_interval`` seconds a sweep, so that the last stations of a region whose next 1.5× never
+        comes are tested too. One timer does both: two would interleave their writes to the episodes."""
         if not self.holds():
             self.assessor = None  # another worker assesses; rebuild from the tables if it comes back
             return
+        sweep = time.monotonic() - self.swept_at >= self.settings.sweep_interval
         try:
-            alerts = self.current().assess(growth)
+            alerts = self.current().assess(SWEEP_GROWTH if sweep else LOOK_GROWTH)
         except Exception:  # a bug in the statistics must not stop the worker: the regions stay dirty, retried next time
             log.exception("regional assessment failed")
             return
+        if sweep:
+            self.swept_at = time.monotonic()
         producer = self.app.producer
         sends = [await producer.send(self.settings.topic_alerts, a.region.encode(), a.to_json(), None, None, None) for a in alerts]
         await asyncio.gather(*sends)
@@ -578,10 +584,6 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
     @app.timer(interval=settings.assess_interval)
     async def assess_regions() -> None:
         await assessment.assess()
-
-    @app.timer(interval=settings.sweep_interval)
-    async def sweep_regions() -> None:  # the last stations of a region whose next 1.5× never comes
-        await assessment.assess(SWEEP_GROWTH)
 
     @app.on_rebalance_complete.connect
     async def forget_regions(sender: Any, **kwargs: Any) -> None:
