@@ -39,7 +39,8 @@ def forms(count: int, seed: int) -> list[tuple[Tally, Profile]]:
         second = int(rng.binomial(valid - first, 0.7))
         counts = (("100025", first), ("100026", second), ("100027", valid - first - second))
         tally = Tally(kode, "ppwp", Region.of(kode), {}, (), True, True, (), None, None, None)
-        out.append((tally, Profile(kode, "ppwp", counts, register, voters, valid, voters - valid)))
+        dpt_voters = voters - int(rng.integers(0, 5))
+        out.append((tally, Profile(kode, "ppwp", counts, register, voters, valid, voters - valid, dpt_voters)))
     return out
 
 

@@ -29,7 +29,7 @@ common (a fifth of Indonesia's kecamatan have fewer than 30 TPS, and on election
 half-digitised). With 30, 6 of 35 extreme-stuffed kecamatan of a simulated country went unflagged at
 p-values of 1e-6 to 1e-15.
 
-The kelurahan-neighbour test (:func:`~pantau.detectors.regional.neighbour_test`, kecamatan only) needs its
+The kelurahan-neighbour tests (:func:`~pantau.detectors.regional.neighbour_test`, kecamatan only) need their
 province's null: the threshold and the overdispersion of the kecamatan's counts above it. Estimating it
 reads every kecamatan of the province, so it is done again only when the province has grown by 5%
 (:data:`NEIGHBOUR_REFRESH`), and then every kecamatan of the province is re-tested.
@@ -54,6 +54,7 @@ from pantau.schemas.alert import alert_id
 
 from .regional import (
     NEIGHBOUR,
+    NEIGHBOUR_TURNOUT,
     NeighbourNull,
     RegionSums,
     RegionTest,
@@ -85,6 +86,7 @@ _LOOK_RHO = 1 / math.sqrt(LOOK_GROWTH)
 _LOOK_OWEN = math.sqrt((1 - _LOOK_RHO) / (1 + _LOOK_RHO))
 #: The episodes entry (``"<region key>:@looks"``) of a region's looks (:meth:`RegionalAssessor.looked`).
 LOOKS = "@looks"
+NEIGHBOUR_TESTS = (NEIGHBOUR, NEIGHBOUR_TURNOUT)
 #: Provinces where noken (communal) voting is legal in parts: Papua and its 2022 splits.
 NOKEN_PROVINCES = frozenset({"91", "92", "93", "94", "95", "96"})
 
@@ -103,6 +105,10 @@ WHAT = {
                   "the TPS winners' vote shares are multimodal (Hartigan's dip test)"),
     NEIGHBOUR: ("terlalu banyak TPS yang perolehan suara seorang calonnya jauh di atas TPS lain di kelurahannya",
                 "too many TPS where one candidate's share stands far above the other TPS of their own kelurahan"),
+    NEIGHBOUR_TURNOUT: ("terlalu banyak TPS yang partisipasi pemilih DPT-nya jauh di atas TPS lain di kelurahannya "
+                        "(tanda yang ditinggalkan penambahan surat suara)",
+                        "too many TPS whose DPT turnout stands far above the other TPS of their own kelurahan "
+                        "(what added ballots leave)"),
 }  # fmt: skip
 CAVEAT = ("Tanda statistik adalah alasan untuk memeriksa formulir, bukan bukti kecurangan.",
           "A statistical flag is a reason to look at the forms, not proof of fraud.")  # fmt: skip
@@ -238,7 +244,7 @@ class RegionalAssessor:
             if sums.count == 0:
                 self.results.pop(key, None)
                 continue
-            self.results[key] = region_tests(sums, parent) + ([self._neighbour(key, sums)] if level == "kecamatan" else [])
+            self.results[key] = region_tests(sums, parent) + (self._neighbour(key, sums) if level == "kecamatan" else [])
             self._count_look(key)
         for key in sorted(changed):  # a tested parent's peer rate changed: its children's fingerprint test too
             for child in self.children.get(key, ()):
@@ -247,8 +253,7 @@ class RegionalAssessor:
                                            else test for test in self.results[child]]  # fmt: skip
         for key in sorted(renulled - changed):  # the province's null moved: the neighbour test of its other kecamatan too
             if key in self.results:
-                self.results[key] = [self._neighbour(key, self.sums[key]) if test.name == NEIGHBOUR else test
-                                     for test in self.results[key]]  # fmt: skip
+                self.results[key] = [t for t in self.results[key] if t.name not in NEIGHBOUR_TESTS] + self._neighbour(key, self.sums[key])
         alerts: list[Alert] = []
         for level in LEVELS:
             alerts.extend(self._decide(level))
@@ -284,7 +289,7 @@ class RegionalAssessor:
         self.neighbour_nulls[province_key] = (province.count, nulls)
         return True
 
-    def _neighbour(self, key: str, sums: RegionSums) -> RegionTest:
+    def _neighbour(self, key: str, sums: RegionSums) -> list[RegionTest]:
         _, region, jenis = parse_key(key)
         province_key = f"provinsi:{region[:2]}:{jenis}"
         nulls = self.neighbour_nulls.get(province_key, (0, {}))[1]
@@ -295,7 +300,7 @@ class RegionalAssessor:
             return False
         if test.name == "fingerprint":
             return test.n >= self.min_fingerprint_tps
-        stations = test.name.startswith("dip") or test.name == NEIGHBOUR  # n counts stations, not counts
+        stations = test.name.startswith("dip") or test.name in NEIGHBOUR_TESTS  # n counts stations, not counts
         return self._sums(key).count >= self.min_tps and test.n >= (self.min_tps if stations else self.min_units)
 
     def _sums(self, key: str) -> RegionSums:

@@ -49,6 +49,7 @@ Deferred scoring
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, MutableMapping
 from datetime import datetime
 from typing import Any
@@ -60,7 +61,21 @@ from pantau.schemas.tally import Region
 
 from .alerts import tps_alert
 from .assessor import NOKEN, NOKEN_PROVINCES
-from .regional import NEIGHBOUR_EDGES, Member, Profile, RegionSums, contribution, member, neighbour_residuals, neighbour_tails, neighbourhood
+from .regional import (
+    NEIGHBOUR,
+    NEIGHBOUR_EDGES,
+    NEIGHBOUR_TURNOUT,
+    TURNOUT,
+    Member,
+    Profile,
+    RegionSums,
+    contribution,
+    member,
+    neighbour_residuals,
+    neighbour_tails,
+    neighbourhood,
+    turnout_logit,
+)
 
 LEVELS = ("kecamatan", "kabkota")
 BINS = 101
@@ -239,18 +254,18 @@ class Kelurahan:
     per TPS its :data:`Form`.
 
     Its state is the counts, each candidate's key once (``{"c": keys, "m": {kode_tps: [valid, votes of
-    each key or null]}}``): a DPD form lists dozens of candidates. The logits are recomputed from it
-    exactly.
+    each key or null]}, "d": {kode_tps: [DPT, DPT voters]}}``): a DPD form lists dozens of candidates.
+    The logits are recomputed from it exactly.
 
     >>> from pantau.detectors.monitor import Kelurahan
     >>> from pantau.detectors.regional import Profile
     >>> kel = Kelurahan()
-    >>> kel.put("3404010001001", Profile("3404010001001", "ppwp", (("100025", 60), ("100026", 140)), 250, 205, 200, 5))
+    >>> kel.put("3404010001001", Profile("3404010001001", "ppwp", (("100025", 60), ("100026", 140)), 250, 205, 200, 5, 201))
     >>> kel.to_state()
-    {'c': ['100025', '100026'], 'm': {'3404010001001': [200, 60, 140]}}
-    >>> (keys, logits), votes, valid = kel.forms["3404010001001"]
-    >>> keys, logits.round(4).tolist()
-    (('100025', '100026'), [-0.8426, 0.8426])
+    {'c': ['100025', '100026'], 'm': {'3404010001001': [200, 60, 140]}, 'd': {'3404010001001': [250, 201]}}
+    >>> (keys, logits), votes, valid, dpt = kel.forms["3404010001001"]
+    >>> keys, logits.round(4).tolist(), dpt
+    (('100025', '100026', '@turnout'), [-0.8426, 0.8426, 1.4038], (250, 201))
     """
 
     def __init__(self) -> None:
@@ -269,9 +284,10 @@ class Kelurahan:
         else:
             self.forms[kode_tps] = form
 
-    def tails(self, kode_tps: str, p: Profile | None) -> tuple[dict[str, np.ndarray], float | None]:
+    def tails(self, kode_tps: str, p: Profile | None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """How the kelurahan's :func:`~.regional.neighbour_tails` change once ``kode_tps`` holds ``p``
-        (new minus old, per candidate), and the largest residual of ``p`` then (None without one)."""
+        (new minus old, per candidate and :data:`~.regional.TURNOUT`), and ``p``'s largest residual then
+        per neighbour test (none without one)."""
         if self._tails is None:
             self._tails = _packed(neighbour_tails(neighbour_residuals({k: f[0] for k, f in self.forms.items()})))
         form = _form(p)
@@ -286,31 +302,43 @@ class Kelurahan:
         for key, counts in before.items():
             if key not in after:
                 change[key] = -counts
-        own = [r[kode_tps] for r in residuals.values() if kode_tps in r]
-        return change, max(own) if own else None
+        own: dict[str, float] = {}
+        for key, r in residuals.items():
+            if kode_tps in r:
+                test = NEIGHBOUR_TURNOUT if key == TURNOUT else NEIGHBOUR
+                own[test] = max(own.get(test, -math.inf), r[kode_tps])
+        return change, own
 
     def to_state(self) -> dict[str, Any]:
-        keys = list(dict.fromkeys(key for (ballot, _), _, _ in self.forms.values() for key in ballot))
+        keys = list(dict.fromkeys(key for (ballot, _), _, _, _ in self.forms.values() for key in ballot if key != TURNOUT))
         column = {key: i for i, key in enumerate(keys)}
-        rows = {}
-        for kode, ((ballot, _), votes, valid) in self.forms.items():
+        rows, dpt = {}, {}
+        for kode, ((ballot, _), votes, valid, turnout) in self.forms.items():
             row: list[int | None] = [None] * len(keys)
             for key, count in zip(ballot, votes.tolist()):
                 row[column[key]] = count
             rows[kode] = [valid, *row]
-        return {"c": keys, "m": rows}
+            if turnout is not None:
+                dpt[kode] = list(turnout)
+        return {"c": keys, "m": rows, "d": dpt}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Kelurahan:
+        if "d" not in state:
+            raise ValueError("kelurahan state has no DPT turnout (key 'd'); this version expects it")
         kelurahan = cls()
         for kode, (valid, *row) in state["m"].items():
-            kelurahan.forms[kode] = (*member(valid, [(key, x) for key, x in zip(state["c"], row) if x is not None]), valid)
+            dpt = state["d"].get(kode)
+            counts = [(key, x) for key, x in zip(state["c"], row) if x is not None]
+            turnout = None if dpt is None else turnout_logit(*dpt)
+            kelurahan.forms[kode] = (*member(valid, counts, turnout), valid, None if dpt is None else tuple(dpt))
         return kelurahan
 
 
-#: A TPS's form in its kelurahan: its :data:`~.regional.Member` (candidate keys and logit shares), the
-#: candidates' votes (in the member's key order) and the valid votes.
-Form = tuple[Member, np.ndarray, int]
+#: A TPS's form in its kelurahan: its :data:`~.regional.Member` (candidate keys and logit shares, the
+#: turnout's last), the candidates' votes (in the member's key order), the valid votes, and its DPT and
+#: DPT voters (None when the form gives no DPT voters).
+Form = tuple[Member, np.ndarray, int, "tuple[int, int] | None"]
 #: A kelurahan's neighbour tails per candidate, kept as one small array (a block's counts are ≤ 32).
 Tails = tuple[tuple[str, ...], np.ndarray]
 
@@ -320,7 +348,11 @@ def _packed(tails: dict[str, np.ndarray]) -> Tails:
 
 
 def _form(p: Profile | None) -> Form | None:
-    return None if p is None else (*member(p.valid, p.counts), p.valid)
+    if p is None:
+        return None
+    if p.dpt_voters is None:
+        return (*member(p.valid, p.counts), p.valid, None)
+    return (*member(p.valid, p.counts, turnout_logit(p.register, p.dpt_voters)), p.valid, (p.register, p.dpt_voters))
 
 
 def neighbourhood_key(tally: Tally) -> str:

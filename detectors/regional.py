@@ -39,7 +39,9 @@ Kelurahan neighbours
     rest of the province, beta-binomial with an overdispersion estimated from the province's kecamatan
     (:func:`neighbour_null`). On a simulated Central Java with half the others' votes moved at 30% of
     the TPS of 5% of its kecamatan it flags 25 of 29 of them, none of 547 clean; on the real 2024
-    DIY/Bali kecamatan its p-values are calibrated (``tests/test_regional.py``).
+    DIY/Bali kecamatan its p-values are calibrated (``tests/test_regional.py``). Stuffed ballots lift
+    the turnout of the DPT instead (:func:`turnout_logit`), which the same residuals, tails and nulls
+    follow as one more key (:data:`TURNOUT`, the test ``neighbour_turnout``).
 
 Turnout percentages (P05s and Kobak's integer-percent test) use a local-uniform null: the number of
 voters is equally likely anywhere within ±``PERCENT_WINDOW`` of the register around the observed
@@ -115,6 +117,7 @@ class Profile:
     voters: int
     valid: int
     invalid: int
+    dpt_voters: int | None = None  # voters of the DPT (pengguna_dpt_j), when the form gives them
 
     @property
     def turnout(self) -> float:
@@ -151,7 +154,7 @@ def profile(tally: Tally, form: FormResult) -> Profile | None:
     if not votes or register <= 0 or valid <= 0 or sum(v for _, v in votes) != valid:
         return None
     return Profile(tally.kode_tps, tally.jenis, tuple(votes), register, counts[A + "pengguna_total_j"], valid,
-                   counts[A + "suara_tidak_sah"])  # fmt: skip
+                   counts[A + "suara_tidak_sah"], counts.get(A + "pengguna_dpt_j"))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -471,18 +474,20 @@ class RegionSums:
                 if abs(x) > 1e-9:
                     self._enter(test, [abs(x), kode, round(x, 4)])
 
-    def add_tails(self, change: dict[str, np.ndarray], kode_tps: str | None = None, residual: float | None = None) -> None:
-        """Add the change of a kelurahan's :func:`neighbour_tails` (new minus old); ``residual`` (the
-        largest of the TPS ``kode_tps`` that changed them) enters the top contributors of the neighbour
-        test. A revised TPS left the top contributors when :meth:`add` withdrew its previous form."""
+    def add_tails(self, change: dict[str, np.ndarray], kode_tps: str | None = None, residuals: dict[str, float] | None = None) -> None:
+        """Add the change of a kelurahan's :func:`neighbour_tails` (new minus old); ``residuals`` (per
+        neighbour test, the largest residual of the TPS ``kode_tps`` that changed them) enter the top
+        contributors of those tests. A revised TPS left the top contributors when :meth:`add` withdrew
+        its previous form."""
         for key, counts in change.items():
             current = self.tails.get(key)
             if current is None:
                 self.tails[key] = counts.astype(float)
             else:
                 current += counts
-        if kode_tps is not None and residual is not None and residual > 0:
-            self._enter(NEIGHBOUR, [residual, kode_tps, round(residual, 4)])
+        for test, residual in (residuals or {}).items():
+            if kode_tps is not None and residual > 0:
+                self._enter(test, [residual, kode_tps, round(residual, 4)])
 
     def _enter(self, test: str, entry: list) -> None:
         """:meth:`_top` for one entry, without sorting when it does not make the top."""
@@ -709,8 +714,12 @@ def _dip(sums: RegionSums, column: int, name: str) -> RegionTest:
 
 # -- kelurahan neighbours ---------------------------------------------------------------------------
 
-#: The test of TPS standing above the other TPS of their own kelurahan (:func:`neighbour_test`).
+#: The test of TPS standing above the other TPS of their own kelurahan (:func:`neighbour_test`): in one
+#: candidate's share, and in turnout (:data:`TURNOUT`).
 NEIGHBOUR = "neighbour_excess"
+NEIGHBOUR_TURNOUT = "neighbour_turnout"
+#: The key of the turnout of the DPT (:func:`turnout_logit`) among the candidates' keys of the tails.
+TURNOUT = "@turnout"
 #: Edges (logit units) at which a kecamatan counts its TPS's standardised residuals (:func:`neighbour_tails`).
 NEIGHBOUR_EDGES = np.round(np.arange(0.0, 3.05, 0.1), 1)
 #: A TPS has a residual once its kelurahan has this many complete forms (the TPS and 3 others).
@@ -737,8 +746,8 @@ def neighbourhood(kode_tps: str) -> str:
     return f"{kode_tps[:10]}.{int(kode_tps[10:]) // NEIGHBOURHOOD_TPS}"
 
 
-#: A kelurahan member: its form's candidate keys (one tuple object per distinct ballot) and their
-#: :func:`share_logits`, an array (a DPD form lists dozens of candidates, and a night holds 4 M forms).
+#: A kelurahan member: its form's candidate keys (one tuple object per distinct ballot; :data:`TURNOUT`
+#: last when known) and their :func:`share_logits` (and :func:`turnout_logit`), an array (a DPD form lists dozens of candidates, and a night holds 4 M forms).
 Member = tuple[tuple[str, ...], np.ndarray]
 _BALLOTS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
@@ -748,12 +757,32 @@ def share_logits(valid: int, votes: np.ndarray) -> np.ndarray:
     return np.log((votes + 0.5) / (valid - votes + 0.5))
 
 
-def member(valid: int, counts: Sequence[tuple[str, int]]) -> tuple[Member, np.ndarray]:
-    """A form as a kelurahan member, and its votes (an array in the order of the member's keys)."""
+def turnout_logit(register: int, dpt_voters: int) -> float:
+    """The DPT's voters' share of the DPT on the logit scale (half a voter added to both sides).
+
+    The DPT's own turnout, not all voters': voters from the supplementary lists (DPTb, DPK) push the
+    whole count past the DPT at many TPS, and a turnout capped at 100% hides stuffing.
+
+    >>> from pantau.detectors.regional import turnout_logit
+    >>> round(turnout_logit(200, 150), 3), round(turnout_logit(200, 210), 3)  # more than the DPT: all of it
+    (1.092, 5.994)
+    """
+    used = min(dpt_voters, register)
+    return math.log((used + 0.5) / (register - used + 0.5))
+
+
+def member(valid: int, counts: Sequence[tuple[str, int]], turnout: float | None = None) -> tuple[Member, np.ndarray]:
+    """A form as a kelurahan member, and its votes (an array in the order of the candidates' keys).
+
+    With its :func:`turnout_logit`, the member lists :data:`TURNOUT` last, after the candidates: the
+    kelurahan's residuals of both come from one matrix.
+    """
     keys, votes = zip(*counts) if counts else ((), ())
-    keys = _BALLOTS.setdefault(keys, keys)
     array = np.array(votes, dtype=np.int32)
-    return (keys, share_logits(valid, array)), array
+    logits = share_logits(valid, array)
+    if turnout is not None:
+        keys, logits = (*keys, TURNOUT), np.append(logits, turnout)
+    return (_BALLOTS.setdefault(keys, keys), logits), array
 
 
 def _leave_one_out_medians(values: np.ndarray) -> np.ndarray:
@@ -850,16 +879,24 @@ def neighbour_null(province: np.ndarray, kecamatan: Iterable[np.ndarray]) -> Nei
     return NeighbourNull(edge, rho, len(counts))
 
 
-def neighbour_test(sums: RegionSums, province: RegionSums | None, nulls: dict[str, NeighbourNull]) -> RegionTest:
-    """Too many TPS whose share of one candidate stands above the other TPS of their own kelurahan.
+def neighbour_test(sums: RegionSums, province: RegionSums | None, nulls: dict[str, NeighbourNull]) -> list[RegionTest]:
+    """Too many TPS standing above the other TPS of their own kelurahan: in one candidate's share
+    (``neighbour_excess``), or in the DPT's turnout (``neighbour_turnout``).
 
-    Moving votes to one candidate at a part of a kecamatan's TPS, or stuffing them, lifts those TPS above
-    their neighbours while the kecamatan's own level and digits stay plausible. Per candidate with a
-    province null (:func:`neighbour_null`), the kecamatan's TPS above the province's threshold are
-    compared with the rate in the rest of the province, beta-binomial with the province's ``rho``
-    (one-sided); the smallest p-value, times the candidates tested (Bonferroni), is the test's.
-    ``statistic`` is that candidate's share of TPS above the threshold, ``expected`` the rest's.
+    Moving votes to one candidate at a part of a kecamatan's TPS lifts those TPS's share of that
+    candidate above their neighbours; stuffing ballots lifts their turnout. The kecamatan's level and
+    digits may stay plausible either way. Per candidate (and for turnout) with a province null
+    (:func:`neighbour_null`), the kecamatan's TPS above the province's threshold are compared with the
+    rate in the rest of the province, beta-binomial with the province's ``rho`` (one-sided); the
+    candidates' smallest p-value, times the candidates tested (Bonferroni), is ``neighbour_excess``'s.
+    ``statistic`` is the share of TPS above the threshold, ``expected`` the rest's.
     """
+    shares = {key: null for key, null in nulls.items() if key != TURNOUT}
+    turnout = {TURNOUT: nulls[TURNOUT]} if TURNOUT in nulls else {}
+    return [_excess(sums, province, shares, NEIGHBOUR), _excess(sums, province, turnout, NEIGHBOUR_TURNOUT)]
+
+
+def _excess(sums: RegionSums, province: RegionSums | None, nulls: dict[str, NeighbourNull], name: str) -> RegionTest:
     best: tuple[float, str, float, float, int, float] | None = None
     tested = 0
     for key, null in sorted(nulls.items()):
@@ -881,10 +918,11 @@ def neighbour_test(sums: RegionSums, province: RegionSums | None, nulls: dict[st
         if best is None or pvalue < best[0]:
             best = (pvalue, key, x / n, rate, n, null.rho)
     if best is None:
-        return RegionTest(math.nan, 0, math.nan, None, None, None, NEIGHBOUR)
+        return RegionTest(math.nan, 0, math.nan, None, None, None, name)
     pvalue, key, share, rate, n, rho = best
     std = math.sqrt(rate * (1 - rate) / n * (1 + (n - 1) * rho))
-    return RegionTest(share, n, rate, min(1.0, pvalue * tested), std, (share - rate) / std, NEIGHBOUR, None, key)
+    return RegionTest(share, n, rate, min(1.0, pvalue * tested), std, (share - rate) / std, name, None,
+                      None if key == TURNOUT else key)  # fmt: skip
 
 
 def describe(sums: RegionSums) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pantau.detectors.monitor import DEFER_MAX, Deferred, JointGrid, Kelurahan, 
 from pantau.detectors.regional import (
     FIELDS,
     NEIGHBOUR_EDGES,
+    TURNOUT,
     Profile,
     RegionSums,
     bernoulli_sum_tails,
@@ -473,12 +474,14 @@ def test_revised_form_is_withdrawn_from_its_regions():
 def _kelurahan_doc(rng: np.random.Generator, shift: float = 0.0) -> dict:
     register = int(rng.integers(220, 300))
     voters = int(rng.binomial(register, 0.85))
+    dpt_voters = voters - int(rng.integers(0, 5))
     valid = voters - 3
     first = int(rng.binomial(valid, min(0.95, rng.beta(40, 40) + shift)))
     second = int(rng.binomial(valid - first, 0.6))
     return {"chart": {"null": None, "100025": first, "100026": second, "100027": valid - first - second},
-            "administrasi": {"pemilih_dpt_j": register, "pengguna_total_j": voters, "suara_sah": valid,
-                             "suara_tidak_sah": 3, "suara_total": voters}}  # fmt: skip
+            "administrasi": {"pemilih_dpt_j": register, "pengguna_dpt_j": dpt_voters, "pengguna_dptb_j": 0,
+                             "pengguna_non_dpt_j": voters - dpt_voters, "pengguna_total_j": voters,
+                             "suara_sah": valid, "suara_tidak_sah": 3, "suara_total": voters}}  # fmt: skip
 
 
 def test_neighbour_residual_leaves_the_tps_out_and_needs_four_forms():
@@ -514,8 +517,8 @@ def test_neighbour_tails_of_a_kecamatan_stay_exact_through_revisions_and_reloads
     monitor.flush()
     expected = RegionSums()
     for kel in range(1, 4):
-        members = {k: share_logits_of(d) for k, d in docs.items() if k[6:10] == f"{kel:04d}"}
-        expected.add_tails(neighbour_tails(neighbour_residuals(members)))
+        expected.add_tails(neighbour_tails(residuals_of({k: d for k, d in docs.items() if k[6:10] == f"{kel:04d}"})))
+    assert TURNOUT in expected.tails
     for level, code in (("kecamatan", "340401"), ("kabkota", "3404")):
         tails = monitor.region(f"{level}:{code}:ppwp").tails
         assert set(tails) == set(expected.tails)
@@ -538,8 +541,7 @@ def test_a_large_kelurahan_compares_its_tps_in_blocks_of_tps_numbers():
     assert len(states["kelurahan:3404010001.0:ppwp"]["m"]) == 31 and len(states["kelurahan:3404010001.1:ppwp"]["m"]) == 9
     expected = RegionSums()
     for block in (range(1, 32), range(32, 41)):
-        members = {k: share_logits_of(d) for k, d in docs.items() if int(k[10:]) in block}
-        expected.add_tails(neighbour_tails(neighbour_residuals(members)))
+        expected.add_tails(neighbour_tails(residuals_of({k: d for k, d in docs.items() if int(k[10:]) in block})))
     tails = monitor.region("kecamatan:340401:ppwp").tails
     assert all(np.array_equal(tails[c], counts) for c, counts in expected.tails.items())
 
@@ -547,15 +549,19 @@ def test_a_large_kelurahan_compares_its_tps_in_blocks_of_tps_numbers():
 def test_a_kelurahans_state_keeps_forms_listing_different_candidates_exactly():
     kel = Kelurahan()
     kel.put("3404010001001", station("3404010001001", (120, 50, 30)))
-    kel.put("3404010001002", Profile("3404010001002", "pdpd", (("100026", 7), ("934001", 90)), 250, 200, 97, 3))
+    kel.put("3404010001002", Profile("3404010001002", "pdpd", (("100026", 7), ("934001", 90)), 250, 200, 97, 3, 190))
     state = orjson.loads(orjson.dumps(kel.to_state()))
     assert state["c"] == ["100025", "100026", "100027", "934001"]
     assert state["m"]["3404010001002"] == [97, None, 7, None, 90]
+    assert state["d"] == {"3404010001002": [250, 190]}  # the first form gives no DPT voters
     reloaded = Kelurahan.from_state(state)
-    for kode, ((keys, logits), votes, valid) in kel.forms.items():
-        (keys_again, logits_again), votes_again, valid_again = reloaded.forms[kode]
+    for kode, ((keys, logits), votes, valid, turnout) in kel.forms.items():
+        (keys_again, logits_again), votes_again, valid_again, turnout_again = reloaded.forms[kode]
         assert keys_again == keys and np.array_equal(logits_again, logits)
         assert valid_again == valid and np.array_equal(votes_again, votes)
+        assert turnout == turnout_again
+    with pytest.raises(ValueError, match="no DPT turnout"):
+        Kelurahan.from_state({"c": state["c"], "m": state["m"]})
 
 
 def test_deferred_tps_are_kept_farthest_in_first_and_the_nearest_dropped_when_full():
@@ -568,11 +574,18 @@ def test_deferred_tps_are_kept_farthest_in_first_and_the_nearest_dropped_when_fu
     assert [e[8] for e in deferred.entries] == sorted(round(float(r), 9) for r in ranks)[:DEFER_MAX]
 
 
-def share_logits_of(doc: dict) -> tuple[tuple[str, ...], np.ndarray]:
-    valid = doc["administrasi"]["suara_sah"]
-    keys = tuple(k for k in doc["chart"] if k != "null")
-    votes = np.array([doc["chart"][k] for k in keys], dtype=float)
-    return keys, np.log((votes + 0.5) / (valid - votes + 0.5))
+def residuals_of(docs: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """The neighbour residuals of one kelurahan's documents, from their numbers: candidates' shares and
+    the DPT's turnout, each on the logit scale."""
+    shares, turnout = {}, {}
+    for kode, doc in docs.items():
+        admin = doc["administrasi"]
+        keys = tuple(k for k in doc["chart"] if k != "null")
+        votes = np.array([doc["chart"][k] for k in keys], dtype=float)
+        shares[kode] = keys, np.log((votes + 0.5) / (admin["suara_sah"] - votes + 0.5))
+        used = admin["pengguna_dpt_j"]
+        turnout[kode] = (TURNOUT,), np.array([math.log((used + 0.5) / (admin["pemilih_dpt_j"] - used + 0.5))])
+    return neighbour_residuals(shares) | neighbour_residuals(turnout)
 
 
 def test_vote_shifting_at_a_third_of_a_kecamatans_tps_is_flagged_by_its_kelurahan_neighbours(tmp_path):
@@ -591,6 +604,24 @@ def test_vote_shifting_at_a_third_of_a_kecamatans_tps_is_flagged_by_its_keluraha
     assert set(evidence["top_tps"]) & hit  # the TPS named are among those shifted
     tested = [t for key, tests in assessor.results.items() if key.startswith("kecamatan:") for t in tests if t.name == "neighbour_excess"]
     assert sum(t.pvalue is not None for t in tested) >= 10
+
+
+def test_ballots_stuffed_at_a_third_of_a_kecamatans_tps_are_flagged_by_their_kelurahan_neighbours_turnout(tmp_path):
+    """Most of the non-voters' ballots stuffed at 30% of a kecamatan's TPS: those TPS's DPT turnout
+    stands above the rest of their kelurahan (before the kelurahan neighbours' turnout, no test flagged
+    such a kecamatan: 0 of 29 in simulated Central Java)."""
+    night = tmp_path / "night.jsonl"
+    simulate(night, kabkota=["3402"], seed=11, synthetic_registry=True, complete=True,
+             anomalies=["stuffing_incremental:rate=0.3,target=340205,added=0.6-1"])  # fmt: skip
+    assessor = RegionalAssessor()
+    alerts = [a for a in replay(records_of([night]), assessor=assessor) if a.level == "kecamatan" and a.detector != "stat.cleared"]
+    assert {a.region for a in alerts} == {"340205"}
+    (turnout,) = [a for a in alerts if a.detector == "stat.neighbour_turnout"]
+    assert turnout.evidence["statistic"] > 2 * turnout.evidence["expected"] and "candidate" not in turnout.evidence
+    _, truth = read_truth(tmp_path / "night.truth.jsonl")
+    hit = {r["kode_tps"] for r in truth if r["level"] == "tps"}
+    assert set(turnout.evidence["top_tps"]) <= hit  # the TPS named are among those stuffed
+    assert "DPT turnout" in turnout.reason_en
 
 
 def test_simulated_manipulations_flag_their_kecamatan_and_a_clean_night_flags_none(tmp_path):
@@ -679,8 +710,8 @@ def test_a_new_province_null_retests_the_neighbours_of_kecamatan_whose_kabupaten
     nulls = assessor.neighbour_nulls["provinsi:34:ppwp"][1]
     assert assessor.neighbour_nulls["provinsi:34:ppwp"][0] == 800
     for key, sums in kecamatan.items():
-        (test,) = [t for t in assessor.results[key] if t.name == "neighbour_excess"]
-        assert test == neighbour_test(sums, province, nulls), key
+        tests = [t for t in assessor.results[key] if t.name.startswith("neighbour_")]
+        assert tests == neighbour_test(sums, province, nulls), key
 
 
 def sum_of(regions) -> RegionSums:
