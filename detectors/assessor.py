@@ -54,6 +54,7 @@ from pantau.schemas.alert import alert_id
 
 from .regional import (
     NEIGHBOUR,
+    NEIGHBOUR_TESTS,
     NEIGHBOUR_TURNOUT,
     NeighbourNull,
     RegionSums,
@@ -86,7 +87,6 @@ _LOOK_RHO = 1 / math.sqrt(LOOK_GROWTH)
 _LOOK_OWEN = math.sqrt((1 - _LOOK_RHO) / (1 + _LOOK_RHO))
 #: The episodes entry (``"<region key>:@looks"``) of a region's looks (:meth:`RegionalAssessor.looked`).
 LOOKS = "@looks"
-NEIGHBOUR_TESTS = (NEIGHBOUR, NEIGHBOUR_TURNOUT)
 #: Provinces where noken (communal) voting is legal in parts: Papua and its 2022 splits.
 NOKEN_PROVINCES = frozenset({"91", "92", "93", "94", "95", "96"})
 

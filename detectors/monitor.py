@@ -62,9 +62,7 @@ from pantau.schemas.tally import Region
 from .alerts import tps_alert
 from .assessor import NOKEN, NOKEN_PROVINCES
 from .regional import (
-    NEIGHBOUR,
     NEIGHBOUR_EDGES,
-    NEIGHBOUR_TURNOUT,
     TURNOUT,
     Member,
     Profile,
@@ -73,6 +71,7 @@ from .regional import (
     member,
     neighbour_residuals,
     neighbour_tails,
+    neighbour_test_of,
     neighbourhood,
     turnout_logit,
 )
@@ -305,7 +304,7 @@ class Kelurahan:
         own: dict[str, float] = {}
         for key, r in residuals.items():
             if kode_tps in r:
-                test = NEIGHBOUR_TURNOUT if key == TURNOUT else NEIGHBOUR
+                test = neighbour_test_of(key)
                 own[test] = max(own.get(test, -math.inf), r[kode_tps])
         return change, own
 

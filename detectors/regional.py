@@ -718,6 +718,7 @@ def _dip(sums: RegionSums, column: int, name: str) -> RegionTest:
 #: candidate's share, and in turnout (:data:`TURNOUT`).
 NEIGHBOUR = "neighbour_excess"
 NEIGHBOUR_TURNOUT = "neighbour_turnout"
+NEIGHBOUR_TESTS = (NEIGHBOUR, NEIGHBOUR_TURNOUT)
 #: The key of the turnout of the DPT (:func:`turnout_logit`) among the candidates' keys of the tails.
 TURNOUT = "@turnout"
 #: Edges (logit units) at which a kecamatan counts its TPS's standardised residuals (:func:`neighbour_tails`).
@@ -755,6 +756,11 @@ _BALLOTS: dict[tuple[str, ...], tuple[str, ...]] = {}
 def share_logits(valid: int, votes: np.ndarray) -> np.ndarray:
     """Each candidate's share of the ``valid`` votes on the logit scale (half a vote added to both sides)."""
     return np.log((votes + 0.5) / (valid - votes + 0.5))
+
+
+def neighbour_test_of(key: str) -> str:
+    """The neighbour test that a key of the tails (a candidate, or :data:`TURNOUT`) feeds."""
+    return NEIGHBOUR_TURNOUT if key == TURNOUT else NEIGHBOUR
 
 
 def turnout_logit(register: int, dpt_voters: int) -> float:
@@ -891,9 +897,10 @@ def neighbour_test(sums: RegionSums, province: RegionSums | None, nulls: dict[st
     candidates' smallest p-value, times the candidates tested (Bonferroni), is ``neighbour_excess``'s.
     ``statistic`` is the share of TPS above the threshold, ``expected`` the rest's.
     """
-    shares = {key: null for key, null in nulls.items() if key != TURNOUT}
-    turnout = {TURNOUT: nulls[TURNOUT]} if TURNOUT in nulls else {}
-    return [_excess(sums, province, shares, NEIGHBOUR), _excess(sums, province, turnout, NEIGHBOUR_TURNOUT)]
+    by_test: dict[str, dict[str, NeighbourNull]] = {name: {} for name in NEIGHBOUR_TESTS}
+    for key, null in nulls.items():
+        by_test[neighbour_test_of(key)][key] = null
+    return [_excess(sums, province, by_test[name], name) for name in NEIGHBOUR_TESTS]
 
 
 def _excess(sums: RegionSums, province: RegionSums | None, nulls: dict[str, NeighbourNull], name: str) -> RegionTest:
