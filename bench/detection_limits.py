@@ -2,10 +2,14 @@
 
 For each manipulation in a simulated night's truth file, prints how much it moved the hit stations
 (leader share, turnout), and beside it how much stations of the *same kelurahan* differ naturally:
-the within-kelurahan dispersion index of leader votes and of turnout per kecamatan (Pearson χ² of
-homogeneity / degrees of freedom; 1 = binomial noise only). A shift that is small next to that
-natural spread cannot be told from it by any test at a 1% false-discovery rate, however the test is
-built; the same index on the real 2024 DIY/Bali data shows how the simulator compares with reality.
+the within-kelurahan dispersion index of leader votes, of turnout and of the DPT's turnout (DPT voters /
+DPT) per kecamatan (Pearson χ² of homogeneity / degrees of freedom; 1 = binomial noise only). A shift
+that is small next to that natural spread cannot be told from it by any test at a 1% false-discovery
+rate, however the test is built; the same index on the real 2024 DIY/Bali data shows how the
+simulator compares with reality. A test of the spread itself (stuffing at part of a kelurahan's TPS
+widens it) would measure a kecamatan's index against the other kecamatan of its province: the script
+prints how much those differ (the standard deviation of the log index) and how far the hit kecamatan
+stand out in those units.
 
     pantau simulate --province 33 --seed 7 --anomaly stuffing_incremental:rate=0.3,target=random:0.05@kecamatan \\
         --anomaly vote_shifting:rate=0.3,target=random:0.05@kecamatan --complete --no-images --out night.jsonl
@@ -14,6 +18,7 @@ built; the same index on the real 2024 DIY/Bali data shows how the simulator com
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import defaultdict
 
@@ -27,6 +32,9 @@ from pantau.sources import read_records
 
 MIN_SHARE = 0.2
 QUANTILES = (0.05, 0.5, 0.95)
+FIGURES = ("leader", "turnout", "DPT turnout")
+#: Degrees of freedom below which a kecamatan's index is mostly noise (sd of log χ²/df ≈ √(2/df)).
+MIN_DF = 20
 
 
 def latest_profiles(path: str) -> dict[str, Profile]:
@@ -44,30 +52,50 @@ def latest_profiles(path: str) -> dict[str, Profile]:
     return latest
 
 
-def dispersion_by_kecamatan(profiles: dict[str, Profile]) -> dict[str, tuple[float, float]]:
-    """Kecamatan → (leader-votes index, turnout index), pooled over its kelurahan."""
+def dispersion_by_kecamatan(profiles: dict[str, Profile]) -> dict[str, np.ndarray]:
+    """Kecamatan → (χ², degrees of freedom) of leader votes, turnout and DPT turnout (one row each),
+    pooled over its kelurahan; the index of a row is χ² / df."""
     by_kelurahan: dict[str, list[Profile]] = defaultdict(list)
     for p in profiles.values():
         by_kelurahan[p.kode_tps[:10]].append(p)
-    sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4))
+    sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((3, 2)))
     for kelurahan, stations in by_kelurahan.items():
         if len(stations) < 2:
             continue
         votes = np.array([[v for _, v in p.counts] for p in stations], float)
-        valid = votes.sum(axis=1)
         leader = int(np.argmax(votes.sum(axis=0)))
-        share = votes[:, leader].sum() / valid.sum()
         register = np.array([p.register for p in stations], float)
-        voters = np.minimum([p.voters for p in stations], register)
-        rate = voters.sum() / register.sum()
         row = sums[kelurahan[:6]]
-        if 0 < share < 1:
-            row[0] += (((votes[:, leader] - valid * share) ** 2) / (valid * share * (1 - share))).sum()
-            row[1] += len(stations) - 1
-        if 0 < rate < 1:
-            row[2] += (((voters - register * rate) ** 2) / (register * rate * (1 - rate))).sum()
-            row[3] += len(stations) - 1
-    return {k: (r[0] / r[1], r[2] / r[3]) for k, r in sums.items() if r[1] and r[3]}
+        row[0] += _homogeneity(votes[:, leader], votes.sum(axis=1))
+        row[1] += _homogeneity(np.minimum([p.voters for p in stations], register), register)
+        with_dpt = [(p.dpt_voters, p.register) for p in stations if p.dpt_voters is not None and p.dpt_voters <= p.register]
+        if len(with_dpt) >= 2:
+            row[2] += _homogeneity(*np.array(with_dpt, float).T)
+    return {k: r for k, r in sums.items() if r[0, 1] and r[1, 1]}
+
+
+def index_of(row: np.ndarray, figure: int) -> float:
+    chi2, df = row[figure]
+    return chi2 / df if df else math.nan
+
+
+def _homogeneity(hits: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """(Pearson χ² of homogeneity, degrees of freedom) of binomial proportions; (0, 0) if the pooled rate is 0 or 1."""
+    rate = hits.sum() / trials.sum()
+    if not 0 < rate < 1:
+        return np.zeros(2)
+    return np.array([(((hits - trials * rate) ** 2) / (trials * rate * (1 - rate))).sum(), len(hits) - 1])
+
+
+def log_spread(dispersion: dict[str, np.ndarray], clean: set[str], figure: int) -> dict[str, tuple[float, float]]:
+    """Province → (median, standard deviation) of the log index between its clean kecamatan of at least
+    :data:`MIN_DF` degrees of freedom (at least 15 of them): the yardstick a test of one kecamatan's
+    spread would be measured against."""
+    by_province: dict[str, list[float]] = defaultdict(list)
+    for kecamatan, row in dispersion.items():
+        if kecamatan in clean and row[figure, 1] >= MIN_DF and row[figure, 0] > 0:
+            by_province[kecamatan[:2]].append(math.log(index_of(row, figure)))
+    return {p: (float(np.median(v)), float(np.std(v, ddof=1))) for p, v in sorted(by_province.items()) if len(v) >= 15}
 
 
 def read_truth(path: str) -> tuple[dict[str, list[tuple[float, float]]], dict[str, set[str]], set[str]]:
@@ -108,16 +136,29 @@ def main(argv: list[str]) -> int:
         a = np.array(rows)
         print(line(f"{anomaly} Δshare", a[:, 0], 3))
         print(line(f"{anomaly} Δturnout", a[:, 1], 3))
-    index = dispersion_by_kecamatan(latest_profiles(night))
+    dispersion = dispersion_by_kecamatan(latest_profiles(night))
     print(f"within-kelurahan dispersion index per kecamatan (1 = binomial; hit = ≥{MIN_SHARE:.0%} of its TPS):")
-    groups = {"simulated clean": [v for k, v in index.items() if k not in touched]}
-    groups |= {f"simulated {a}": [index[k] for k in regions if k in index] for a, regions in sorted(hit.items())}
-    if len(argv) > 2:
-        groups["real 2024 (no truth: all)"] = list(dispersion_by_kecamatan(latest_profiles(argv[2])).values())
-    for label, values in groups.items():
-        v = np.array(values).reshape(-1, 2)
-        print(line(f"{label} leader", v[:, 0]))
-        print(line(f"{label} turnout", v[:, 1]))
+    clean = {k for k in dispersion if k not in touched}
+    groups = {"simulated clean": [dispersion[k] for k in clean]}
+    groups |= {f"simulated {a}": [dispersion[k] for k in regions if k in dispersion] for a, regions in sorted(hit.items())}
+    real = dispersion_by_kecamatan(latest_profiles(argv[2])) if len(argv) > 2 else {}
+    if real:
+        groups["real 2024 (no truth: all)"] = list(real.values())
+    for label, rows in groups.items():
+        for figure, name in enumerate(FIGURES):
+            values = [index_of(row, figure) for row in rows]
+            print(line(f"{label} {name}", [v for v in values if not math.isnan(v)]))
+    dpt = FIGURES.index("DPT turnout")
+    print(f"between the clean kecamatan of a province (≥ {MIN_DF} df): standard deviation of the log DPT-turnout index")
+    spread = log_spread(dispersion, clean, dpt)
+    print(line(f"simulated, {len(spread)} provinces", [sd for _, sd in spread.values()]))
+    for province, (_, sd) in log_spread(real, set(real), dpt).items():
+        print(f"  real 2024, province {province}: {sd:.2f}")
+    print(f"hit kecamatan (≥ {MIN_DF} df): their log DPT-turnout index in those units (a 1% FDR over thousands needs z ≈ 4)")
+    for anomaly, regions in sorted(hit.items()):
+        z = [(math.log(index_of(dispersion[k], dpt)) - spread[k[:2]][0]) / spread[k[:2]][1] for k in regions
+             if k in dispersion and dispersion[k][dpt, 1] >= MIN_DF and dispersion[k][dpt, 0] > 0 and k[:2] in spread]  # fmt: skip
+        print(line(f"{anomaly} z", z))
     return 0
 
 
