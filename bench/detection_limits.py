@@ -87,14 +87,20 @@ def _homogeneity(hits: np.ndarray, trials: np.ndarray) -> np.ndarray:
     return np.array([(((hits - trials * rate) ** 2) / (trials * rate * (1 - rate))).sum(), len(hits) - 1])
 
 
+def log_index(row: np.ndarray, figure: int) -> float | None:
+    """The log of a kecamatan's index, or None below :data:`MIN_DF` degrees of freedom or at χ² = 0."""
+    chi2, df = row[figure]
+    return math.log(chi2 / df) if df >= MIN_DF and chi2 > 0 else None
+
+
 def log_spread(dispersion: dict[str, np.ndarray], clean: set[str], figure: int) -> dict[str, tuple[float, float]]:
-    """Province → (median, standard deviation) of the log index between its clean kecamatan of at least
-    :data:`MIN_DF` degrees of freedom (at least 15 of them): the yardstick a test of one kecamatan's
-    spread would be measured against."""
+    """Province → (median, standard deviation) of the :func:`log_index` between its clean kecamatan (at
+    least 15 of them): the yardstick a test of one kecamatan's spread would be measured against."""
     by_province: dict[str, list[float]] = defaultdict(list)
     for kecamatan, row in dispersion.items():
-        if kecamatan in clean and row[figure, 1] >= MIN_DF and row[figure, 0] > 0:
-            by_province[kecamatan[:2]].append(math.log(index_of(row, figure)))
+        value = log_index(row, figure)
+        if kecamatan in clean and value is not None:
+            by_province[kecamatan[:2]].append(value)
     return {p: (float(np.median(v)), float(np.std(v, ddof=1))) for p, v in sorted(by_province.items()) if len(v) >= 15}
 
 
@@ -156,8 +162,8 @@ def main(argv: list[str]) -> int:
         print(f"  real 2024, province {province}: {sd:.2f}")
     print(f"hit kecamatan (≥ {MIN_DF} df): their log DPT-turnout index in those units (a 1% FDR over thousands needs z ≈ 4)")
     for anomaly, regions in sorted(hit.items()):
-        z = [(math.log(index_of(dispersion[k], dpt)) - spread[k[:2]][0]) / spread[k[:2]][1] for k in regions
-             if k in dispersion and dispersion[k][dpt, 1] >= MIN_DF and dispersion[k][dpt, 0] > 0 and k[:2] in spread]  # fmt: skip
+        logs = {k: log_index(dispersion[k], dpt) for k in regions if k in dispersion and k[:2] in spread}
+        z = [(value - spread[k[:2]][0]) / spread[k[:2]][1] for k, value in logs.items() if value is not None]
         print(line(f"{anomaly} z", z))
     return 0
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -329,8 +329,7 @@ class Kelurahan:
         for kode, (valid, *row) in state["m"].items():
             dpt = state["d"].get(kode)
             counts = [(key, x) for key, x in zip(state["c"], row) if x is not None]
-            turnout = None if dpt is None else turnout_logit(*dpt)
-            kelurahan.forms[kode] = (*member(valid, counts, turnout), valid, None if dpt is None else tuple(dpt))
+            kelurahan.forms[kode] = _form_of(valid, counts, None if dpt is None else tuple(dpt))
         return kelurahan
 
 
@@ -346,12 +345,15 @@ def _packed(tails: dict[str, np.ndarray]) -> Tails:
     return tuple(tails), np.array(list(tails.values()), dtype=np.int16).reshape(len(tails), len(NEIGHBOUR_EDGES) + 1)
 
 
+def _form_of(valid: int, counts: Sequence[tuple[str, int]], dpt: tuple[int, int] | None) -> Form:
+    """A :data:`Form` from the valid votes, the candidates' votes and (DPT, DPT voters) or None."""
+    return (*member(valid, counts, None if dpt is None else turnout_logit(*dpt)), valid, dpt)
+
+
 def _form(p: Profile | None) -> Form | None:
     if p is None:
         return None
-    if p.dpt_voters is None:
-        return (*member(p.valid, p.counts), p.valid, None)
-    return (*member(p.valid, p.counts, turnout_logit(p.register, p.dpt_voters)), p.valid, (p.register, p.dpt_voters))
+    return _form_of(p.valid, p.counts, None if p.dpt_voters is None else (p.register, p.dpt_voters))
 
 
 def neighbourhood_key(tally: Tally) -> str:
