@@ -80,11 +80,9 @@ LOOK_GROWTH = 1.5
 #: At a sweep, by this factor; at the end of a replay, by any (:data:`FINAL`).
 SWEEP_GROWTH = 1.1
 FINAL = 1.0
-#: Owen's T argument for consecutive looks ``n`` and ``1.5 n``, correlation ``ρ = √(n/1.5n)``: the
-#: bound of :func:`sequential_pvalue` (more growth between two looks, a lower ρ, a larger bound; a sweep's
-#: smaller growth is therefore covered).
-_LOOK_RHO = 1 / math.sqrt(LOOK_GROWTH)
-_LOOK_OWEN = math.sqrt((1 - _LOOK_RHO) / (1 + _LOOK_RHO))
+#: The least growth :func:`sequential_pvalue` credits between two looks: a look at no more units than
+#: the last (the end of a replay after revisions only) still counts as 1.1× of new data.
+MIN_LOOK_GROWTH = SWEEP_GROWTH
 #: The episodes entry (``"<region key>:@looks"``) of a region's looks (:meth:`RegionalAssessor.looked`).
 LOOKS = "@looks"
 #: Provinces where noken (communal) voting is legal in parts: Papua and its 2022 splits.
@@ -117,32 +115,39 @@ NOKEN = ("Di Papua, pemungutan suara sistem noken secara sah menghasilkan pola 1
 LEVEL_NAMES = {"kecamatan": "Kecamatan", "kabkota": "Kabupaten/kota", "provinsi": "Provinsi"}
 
 
-def sequential_pvalue(pvalue, looks):
+def sequential_pvalue(pvalue, looks, growth=LOOK_GROWTH):
     """A p-value that stays valid however often a growing region is looked at (scalars, or arrays of
     one shape: a float or an array back): a clean region's sequential p-value falls to ``α`` at *some*
     look with a chance of at most ``α``.
 
-    A test of a region's first ``n`` stations and of its first ``1.5 n`` are correlated like sums of
-    ``n`` and ``1.5 n`` terms, ``ρ = √(1/1.5)``. On the probit scale ``c = Φ⁻¹(1 − p)``, the chance that
-    look ``k`` reaches ``c`` while look ``k − 1`` did not is ``p − P(Z₁ > c, Z₂ > c) = 2 T(c, √((1−ρ)/(1+ρ)))``
-    (Owen's T; ~0.85 p in the far tail, less the more alike two looks are). Each look gets a share
-    ``π_k = 1/(k(k+1))`` of the error rate (Σ π_k = 1 over any number of looks): the first look's
-    p-value counts twice, look ``k``'s crossing chance ``k(k+1)`` times. The thresholds this sets
-    rise from look to look, so the crossings of all looks together have a chance of at most ``α``
-    (simulated, ``tests/test_regional.py``: 0.8–0.9 ``α``). The price is paid where it is cheap: a real
-    effect's p-value shrinks far faster as its region grows (at p = 1e-6, 1.5× the stations make it
-    ~1e-8) than ``k(k+1)`` grows.
+    ``growth`` is how much the test's units (``RegionTest.n``) grew since its previous look (``n'/n``;
+    ignored at the first look; at least :data:`MIN_LOOK_GROWTH` is credited). A test of ``n`` units and
+    one of ``g n`` are correlated like sums of ``n`` and ``g n`` terms, ``ρ = √(1/g)``. On the probit
+    scale ``c = Φ⁻¹(1 − p)``, the chance that look ``k`` reaches ``c`` while look ``k − 1`` did not is
+    ``p − P(Z₁ > c, Z₂ > c) = 2 T(c, √((1−ρ)/(1+ρ)))`` (Owen's T; at 1.5× ~0.85 p in the far tail; at
+    most ``p(1 − p)``, however much the region grew). Each look gets a share ``π_k = 1/(k(k+1))`` of the
+    error rate (Σ π_k = 1 over any number of looks): the first look's p-value counts twice, look ``k``'s
+    crossing chance ``k(k+1)`` times. The thresholds this sets rise from look to look, so the crossings
+    of all looks together have a chance of at most ``α`` (simulated, ``tests/test_regional.py``: 0.8–0.9
+    ``α`` on the 1.5× schedule, at most ``α`` on irregular ones). The price is paid where it is cheap: a
+    real effect's p-value shrinks far faster as its region grows (at p = 1e-6, 1.5× the stations make
+    it ~1e-8) than ``k(k+1)`` grows.
 
     >>> from pantau.detectors.assessor import sequential_pvalue
     >>> sequential_pvalue(1e-5, 1), round(sequential_pvalue(1e-5, 2) / 1e-5, 1), round(sequential_pvalue(1e-5, 5) / 1e-5, 1)
     (2e-05, 5.1, 25.3)
+    >>> round(sequential_pvalue(1e-5, 2, growth=10) / 1e-5, 1)  # a look after 10× the units: nearly independent
+    6.0
     """
-    p, k = np.broadcast_arrays(np.asarray(pvalue, dtype=float), np.asarray(looks))
+    p, k, g = np.broadcast_arrays(np.asarray(pvalue, dtype=float), np.asarray(looks), np.asarray(growth, dtype=float))
     if np.any(k < 1):
         raise ValueError(f"looks must be at least 1, got {looks!r}")
+    if np.any(np.isnan(g)) or np.any(g <= 0):
+        raise ValueError(f"growth must be positive, got {growth!r}")
+    rho = 1 / np.sqrt(np.maximum(g, MIN_LOOK_GROWTH))
     crossing = p.copy()  # the first look: its p-value itself
     later = (k > 1) & (p < 0.5)  # at p ≥ 0.5 (c ≤ 0) the thresholds would no longer rise: not significant
-    crossing[later] = 2 * special.owens_t(-special.ndtri(p[later]), _LOOK_OWEN)
+    crossing[later] = 2 * special.owens_t(-special.ndtri(p[later]), np.sqrt((1 - rho[later]) / (1 + rho[later])))
     crossing[(k > 1) & (p >= 0.5)] = 1.0
     out = np.minimum(1.0, np.maximum(p, crossing * k * (k + 1)))
     return float(out) if out.ndim == 0 else out
@@ -154,8 +159,18 @@ def parse_key(key: str) -> tuple[str, str, str]:
 
 
 def _clean(value: Any) -> Any:
+    """A float for the evidence: NaN as None, ±inf as text, otherwise six decimals or, below 1e-6,
+    six significant digits (a p-value of 3e-7 is not 0).
+
+    >>> _clean(46.69225137), _clean(3.2177e-7), _clean(float("nan")), _clean(float("inf"))
+    (46.692251, 3.2177e-07, None, 'inf')
+    """
     if isinstance(value, float):
-        return None if math.isnan(value) else (round(value, 6) if math.isfinite(value) else str(value))
+        if math.isnan(value):
+            return None
+        if not math.isfinite(value):
+            return str(value)
+        return round(value, 6) if value == 0 or abs(value) >= 1e-6 else float(f"{value:.6g}")
     return value
 
 
@@ -206,6 +221,12 @@ class RegionalAssessor:
         (testable). Kept with the episodes, so that a restarted assessor counts on."""
         state = self.episodes.get(f"{key}:{LOOKS}")
         return (0, {}) if state is None else (state["n"], state["k"])
+
+    def look_growth(self, key: str) -> dict[str, float]:
+        """Per test, how much its units grew between its last two looks (:func:`sequential_pvalue`);
+        unknown (episodes written before this was kept): infinite, the bound valid for any growth."""
+        state = self.episodes.get(f"{key}:{LOOKS}") or {}
+        return state.get("g", {})
 
     def _due(self, key: str, growth: float) -> bool:
         count, (last, _) = self._sums(key).count, self.looked(key)
@@ -269,11 +290,19 @@ class RegionalAssessor:
         return self.provinces.get(f"provinsi:{region[:2]}:{jenis}")
 
     def _count_look(self, key: str) -> None:
-        """One more look for each of the region's testable tests."""
-        _, looks = self.looked(key)
-        testable = {test.name for test in self.results[key] if self._testable(key, test)}
-        looks = {**looks, **{name: looks.get(name, 0) + 1 for name in testable}}
-        self.episodes[f"{key}:{LOOKS}"] = {"n": self._sums(key).count, "k": looks}
+        """One more look for each of the region's testable tests, with its units and their growth since
+        the test's previous look."""
+        state = self.episodes.get(f"{key}:{LOOKS}") or {}
+        looks, units, growth = state.get("k", {}), state.get("u", {}), state.get("g", {})
+        testable = {test.name: test.n for test in self.results[key] if self._testable(key, test)}
+        self.episodes[f"{key}:{LOOKS}"] = {
+            "n": self._sums(key).count,
+            "k": {**looks, **{name: looks.get(name, 0) + 1 for name in testable}},
+            "u": {**units, **testable},
+            # no growth where the previous look's units are unknown (JSON has no infinity): read as infinite
+            "g": {**{name: g for name, g in growth.items() if name not in testable},
+                  **{name: n / units[name] for name, n in testable.items() if units.get(name)}},
+        }  # fmt: skip
 
     def _refresh_neighbour_nulls(self, province_key: str) -> bool:
         """Estimate the province's :class:`~.regional.NeighbourNull` per candidate again if it has grown by
@@ -314,9 +343,12 @@ class RegionalAssessor:
                   for test in self.results[key] if self._testable(key, test)]  # fmt: skip
         if not family:
             return []
-        looked = {key: self.looked(key)[1] for key in dict.fromkeys(key for key, _ in family)}
+        keys = dict.fromkeys(key for key, _ in family)
+        looked = {key: self.looked(key)[1] for key in keys}
+        grown = {key: self.look_growth(key) for key in keys}
         looks = np.array([looked[key].get(test.name, 1) for key, test in family])
-        sequential = sequential_pvalue(np.array([test.pvalue for _, test in family]), looks)
+        growth = np.array([grown[key].get(test.name, math.inf) for key, test in family])
+        sequential = sequential_pvalue(np.array([test.pvalue for _, test in family]), looks, growth)
         adjusted = stats.false_discovery_control(sequential, method="bh")
         alerts = []
         for (key, test), k, p, q in zip(family, looks.tolist(), sequential.tolist(), adjusted.tolist()):

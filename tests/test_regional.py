@@ -198,18 +198,29 @@ def test_assessor_raises_once_keeps_it_through_the_band_and_clears_with_a_resolu
     assert any(a.resolves == [alert.alert_id] for a in cleared)
 
 
+def _both_cross(p: float, growth: float) -> float:
+    """P(Z₁ > c, Z₂ > c) for the tests of n and growth·n terms, by numerical integration."""
+    c, rho = stats.norm.isf(p), 1 / math.sqrt(growth)
+    both, _ = integrate.quad(lambda x: stats.norm.pdf(x) * stats.norm.sf((c - rho * x) / math.sqrt(1 - rho**2)), c, np.inf)
+    return both
+
+
 def test_a_look_spends_its_share_of_the_error_rate_on_the_chance_it_crosses_first():
-    rho = 1 / math.sqrt(LOOK_GROWTH)
     for p in (1e-2, 1e-4, 1e-7):
-        c = stats.norm.isf(p)
-        both, _ = integrate.quad(lambda x: stats.norm.pdf(x) * stats.norm.sf((c - rho * x) / math.sqrt(1 - rho**2)), c, np.inf)
         assert sequential_pvalue(p, 1) == 2 * p  # π₁ = 1/2
-        assert sequential_pvalue(p, 2) == pytest.approx(6 * (p - both), rel=1e-6)  # π₂ = 1/6 of look 2 crossing alone
+        assert sequential_pvalue(p, 2) == pytest.approx(6 * (p - _both_cross(p, LOOK_GROWTH)), rel=1e-6)  # π₂ = 1/6 of look 2 crossing alone
         assert sequential_pvalue(p, 3) == pytest.approx(2 * sequential_pvalue(p, 2), rel=1e-9)  # π₃ = 1/12
+        for growth in (1.2, 4.0, 50.0):  # the correlation of the look's actual growth
+            assert sequential_pvalue(p, 2, growth) == pytest.approx(6 * (p - _both_cross(p, growth)), rel=1e-6)
+        assert sequential_pvalue(p, 2, 1.0) == sequential_pvalue(p, 2, SWEEP_GROWTH)  # no growth is credited as 1.1×
+        assert sequential_pvalue(p, 2, math.inf) == pytest.approx(6 * p * (1 - p), rel=1e-9)  # independent looks
+    assert sequential_pvalue(1e-4, 2, 1.2) < sequential_pvalue(1e-4, 2) < sequential_pvalue(1e-4, 2, 4.0)
     assert list(sequential_pvalue(np.full(6, 1e-5), np.arange(1, 7))) == sorted(sequential_pvalue(np.full(6, 1e-5), np.arange(1, 7)))
     assert sequential_pvalue(0.7, 1) == 1.0 and sequential_pvalue(0.7, 3) == 1.0
     with pytest.raises(ValueError, match="looks"):
         sequential_pvalue(0.1, 0)
+    with pytest.raises(ValueError, match="growth"):
+        sequential_pvalue(0.1, 2, 0.0)
 
 
 def test_sequential_p_values_are_valid_however_often_a_null_region_is_watched():
@@ -229,6 +240,21 @@ def test_sequential_p_values_are_valid_however_often_a_null_region_is_watched():
         assert plain > 4 and 0.5 < watched <= 1.0, (alpha, plain, watched)
 
 
+def test_sequential_p_values_stay_valid_when_looks_come_at_irregular_growth():
+    """A region that grows by 1.04× to 4× between looks (an assessment interval in which many or few of
+    its stations arrived): with each look's actual growth, at most α."""
+    rng = np.random.default_rng(5)
+    looks = [10, 30, 36, 120, 125, 500, 2000, 2100, 8000]
+    steps = np.diff([0, *looks])
+    walks = np.cumsum(rng.standard_normal((400_000, len(looks))) * np.sqrt(steps), axis=1)
+    pvalues = stats.norm.sf(walks / np.sqrt(looks))
+    growth = np.array([math.inf, *np.divide(looks[1:], looks[:-1])])
+    sequential = sequential_pvalue(pvalues[pvalues.min(axis=1) < 0.01], np.arange(1, len(looks) + 1), growth)
+    for alpha in (1e-2, 1e-3):
+        watched = (sequential.min(axis=1) <= alpha).sum() / len(pvalues) / alpha
+        assert 0.5 < watched <= 1.0, (alpha, watched)
+
+
 def test_a_growing_region_is_tested_when_it_has_grown_by_half_and_a_sweep_takes_the_rest():
     stations = clean_stations(200)
     assessor, sums, tested = RegionalAssessor(), RegionSums(), []
@@ -244,6 +270,7 @@ def test_a_growing_region_is_tested_when_it_has_grown_by_half_and_a_sweep_takes_
     looks = assessor.looked(key)[1]
     assert looks["c05s"] == 4  # 41, 62, 93 and 140 stations: from 30 on
     assert looks["fingerprint"] == 7  # from 10 on: 12, 18, …
+    assert assessor.look_growth(key)["fingerprint"] == pytest.approx(140 / 93)  # its units are the stations
     assert key in assessor.dirty  # 60 stations wait for 210 ...
     assessor.assess(SWEEP_GROWTH)  # ... or a sweep
     assert assessor.looked(key)[0] == 200 and assessor.looked(key)[1]["c05s"] == 5
@@ -255,11 +282,20 @@ def test_a_growing_region_is_tested_when_it_has_grown_by_half_and_a_sweep_takes_
     assessor.assess(FINAL)
     assert assessor.looked(key) == (201, {name: k + 2 for name, k in looks.items()})  # the sweep's and this one
     restarted = RegionalAssessor(episodes=orjson.loads(orjson.dumps(assessor.episodes)))  # the changelog's copy
+    assert restarted.look_growth(key) == assessor.look_growth(key) and assessor.look_growth(key)["c05s"] > 1
     restarted.update(key, sums)
     restarted.update("kabkota:3404:ppwp", sums)
     assert restarted.assess() == [] and key in restarted.dirty  # not due: it counts on where it was
     restarted.assess(FINAL)
     assert restarted.looked(key)[1]["c05s"] == 7
+    legacy = RegionalAssessor(episodes={f"{key}:@looks": {"n": 200, "k": looks}})  # written before growth was kept
+    legacy.update(key, sums)
+    legacy.update("kabkota:3404:ppwp", sums)
+    legacy.assess(FINAL)
+    assert legacy.looked(key)[1]["c05s"] == 5 and "c05s" not in legacy.look_growth(key)  # unknown: taken as infinite
+    legacy.update(key, sums)
+    legacy.assess(FINAL)
+    assert legacy.look_growth(key)["c05s"] == 1.0  # known from then on
 
 
 def test_bernoulli_sum_tails_keep_the_skew_of_rare_events():
