@@ -179,6 +179,12 @@ def _negbin_k(x: np.ndarray, mean: np.ndarray) -> float:
     return round(float(np.exp(best.x)), 5)
 
 
+def _matrix(matrix: np.ndarray) -> list[list[float]]:
+    """A covariance matrix for the parameters file: six decimals, no negative zero (whether a value
+    rounds to -0.0 or 0.0 depends on the BLAS build, and the file must not)."""
+    return (matrix.round(6) + 0.0).tolist()
+
+
 def _q(values: np.ndarray, n: int = QUANTILES) -> list[float]:
     return [round(float(v), 4) for v in np.quantile(values, np.linspace(0, 1, n))]
 
@@ -257,7 +263,7 @@ def fit_group(x: np.ndarray, c: dict[str, int], codes: np.ndarray, overseas: boo
     total_j, suara_total = x[:, c["pengguna_total_j"]], x[:, c["suara_total"]]
     short = total_j - suara_total
     group: dict[str, Any] = {
-        "cov": {"kabkota": cov_kab.round(6).tolist(), **{k: comps[k].round(6).tolist() for k in ("kecamatan", "kelurahan", "tps")}},
+        "cov": {"kabkota": _matrix(cov_kab), **{k: _matrix(comps[k]) for k in ("kecamatan", "kelurahan", "tps")}},
         "dpt_quantiles": _q(d if overseas else np.minimum(d, 300)),
         "dpt_max": 9000 if overseas else 300,
         "turnout_point_mass": {"all_dpt_voted": round(float(full_turnout.mean()), 5), "no_dpt_voter": round(float(no_dpt_voter.mean()), 5)},
@@ -327,7 +333,7 @@ def calibrate(group: dict[str, Any], provinces: dict[str, Any], kabkota: dict[st
         slices[str(k)] = (idx[0], idx[-1] + 1)
     for _ in range(rounds):
         for level, matrix in base.items():
-            group["cov"][level] = (matrix * np.outer(scale, scale)).round(6).tolist()
+            group["cov"][level] = _matrix(matrix * np.outer(scale, scale))
         params = Params(raw)
         sims, sim_kab, sim_alr = [], [], {}
         for k, (a, b) in slices.items():
@@ -347,7 +353,7 @@ def calibrate(group: dict[str, Any], provinces: dict[str, Any], kabkota: dict[st
                 mean = kabkota[k]["mean"]
                 kabkota[k]["mean"] = [round(float(v), 5) for v in np.concatenate([np.array(mean[:4]) + step, mean[4:]])]
     for level, matrix in base.items():
-        group["cov"][level] = (matrix * np.outer(scale, scale)).round(6).tolist()
+        group["cov"][level] = _matrix(matrix * np.outer(scale, scale))
     group["calibration"] = {"scale": [round(float(v), 4) for v in scale], "rounds": rounds,
                             "target_iqr": [round(float(v), 4) for v in target_iqr]}  # fmt: skip
 
