@@ -12,7 +12,9 @@ Everything runs on one embedded Tansu broker (127.0.0.1), started and stopped he
 2. **Bare Faust agent**: a throwaway app (same Faust settings as pantau's worker, built from the same
    ``PANTAU_*`` environment) whose agent only ``orjson.loads`` each value, ``async for value in stream``
    -- Faust's per-event baseline. Run as ``python -m faust -A ... worker --without-web -l warn``.
-   For reference, the same agent over ``stream.take_events(batch_size, within)`` is run too.
+   For reference, the same agent over ``stream.take_events(batch_size, within)`` is run too, and the
+   same decoding handed whole fetched batches below Faust's per-event stream
+   (:mod:`pantau.stream.batching`, as pantau consumes its submissions): the ceiling of that path.
 3. **pantau**: ``pantau worker`` (via :func:`pantau.demo.start_worker`) over the same backlog, once with
    ``PANTAU_CHANGELOG_BATCH_BYTES=1`` (what the demo and tests use on Tansu) and once with the default
    16384. Throughput = messages / time between the first and last processed, from
@@ -283,8 +285,10 @@ use_fetch_max_wait(settings.fetch_max_wait_ms)
 EXPECT = int(os.environ["BENCH_EXPECT"])
 OUT = os.environ["BENCH_OUT"]
 MODE = os.environ.get("BENCH_MODE", "event")
-# The very options pantau.stream.app.create_app passes to faust.App.
-app = faust.App(
+# The very options pantau.stream.app.create_app passes to faust.App (and its app class, for the
+# fetched-batches mode).
+from pantau.stream.batching import BatchingApp, deliver_batches
+app = (BatchingApp if MODE == "fetched" else faust.App)(
     settings.app_id, broker=settings.broker_url, store=settings.store, datadir=str(settings.data_dir),
     web_host=settings.web_host, web_port=settings.web_port, broker_session_timeout=settings.session_timeout,
     broker_heartbeat_interval=settings.heartbeat_interval, broker_commit_interval=settings.commit_interval,
@@ -320,6 +324,14 @@ if MODE == "event":
         async for value in stream:
             orjson.loads(value)
             seen()
+elif MODE == "fetched":
+    async def bare_fetched(messages):
+        for message in messages:
+            orjson.loads(message.value)
+            seen()
+        app.consumer.done(messages)
+
+    deliver_batches(app, topic, bare_fetched)
 else:
     @app.agent(topic, name="bench.bare_batched")
     async def bare_batched(stream):
@@ -331,7 +343,8 @@ else:
 
 
 def run_bare(broker: EmbeddedBroker, args, workdir: Path, topic: str, expected: int, mode: str) -> Throughput:
-    label = "bare Faust agent, per event" if mode == "event" else "bare Faust agent, take_events"
+    label = {"event": "bare Faust agent, per event", "batch": "bare Faust agent, take_events",
+             "fetched": "bare, fetched batches (no agent)"}[mode]
     result = Throughput(label, expected)
     app_dir = workdir / "bareapp"
     app_dir.mkdir(exist_ok=True)
@@ -699,7 +712,8 @@ def main() -> int:
                         help="PANTAU_CHANGELOG_BATCH_BYTES values for the throughput runs (default %(default)s)")
     parser.add_argument("--latency-batch-bytes", default="1,16384",
                         help="PANTAU_CHANGELOG_BATCH_BYTES values for the latency runs ('' = none; default %(default)s)")
-    parser.add_argument("--no-batched-bare", action="store_true", help="skip the bare take_events reference run")
+    parser.add_argument("--no-batched-bare", action="store_true",
+                        help="skip the bare take_events and fetched-batches reference runs")
     parser.add_argument("--timeout", type=float, default=90.0, help="longest wait for one run's backlog, s")
     parser.add_argument("--profile", type=Path, help="also run pantau under cProfile, writing stats here")
     parser.add_argument("--profile-batch-bytes", type=int, default=16384)
@@ -736,6 +750,7 @@ def main() -> int:
             runs.append(step("bare agent (per event)", run_bare, broker, args, workdir, topic, len(envelopes), "event"))
             if not args.no_batched_bare:
                 runs.append(step("bare agent (take_events)", run_bare, broker, args, workdir, topic, len(envelopes), "batch"))
+                runs.append(step("bare, fetched batches", run_bare, broker, args, workdir, topic, len(envelopes), "fetched"))
             for batch_bytes in [int(b) for b in args.batch_bytes.split(",") if b]:
                 runs.append(step(f"pantau (batch {batch_bytes} B)", run_pantau, broker, args, workdir, topic,
                                  len(envelopes), batch_bytes))  # fmt: skip

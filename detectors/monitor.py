@@ -241,7 +241,7 @@ class Deferred:
         return tally, Profile(kode, jenis, tuple((k, v) for k, v in counts), register, voters, valid, invalid)
 
     def to_state(self) -> list[list]:
-        return self.entries
+        return list(self.entries)  # a copy: add() inserts in place, and a stored state must not change with it
 
     @classmethod
     def from_state(cls, state: list[list]) -> Deferred:

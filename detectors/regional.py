@@ -545,7 +545,7 @@ class RegionSums:
     def to_state(self) -> dict[str, Any]:
         return {"v": self.vector.tolist(), "c": {k: v.tolist() for k, v in self.candidates.items()},
                 "s": [[k, t, w] for k, (t, w) in sorted(self.sample.items())], "x": self.sample_cutoff,
-                "t": self.top, "k": {k: v.tolist() for k, v in self.tails.items()}}  # fmt: skip
+                "t": dict(self.top), "k": {k: v.tolist() for k, v in self.tails.items()}}  # fmt: skip
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RegionSums:

@@ -42,7 +42,7 @@ from typing import Any
 import faust
 import mode
 import orjson
-from faust.types import TP
+from faust.types import TP, Message
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from pantau.detectors.assessor import LOOK_GROWTH, SWEEP_GROWTH, RegionalAssessor
@@ -54,6 +54,7 @@ from pantau.detectors.suppression import Suppressions
 from pantau.schemas import DeadLetter, InvalidSubmission, normalize, parse_envelope, parse_verdict, verdict_key
 
 from .backoff import quiet_repeated_broker_errors, use_reconnect_backoff
+from .batching import BatchingApp, deliver_batches
 from .metrics import Metrics, StallWatch, expected_tps
 from .rewind import use_full_rewind
 from .settings import Settings
@@ -243,11 +244,51 @@ class Pipeline:
         #: Per submissions partition held, where the group resumed it at the last rebalance: its committed
         #: offset, or the log's start if it had none (what is behind until this worker processes one).
         self.resumed_at: dict[int, int] = {}
-        #: Per region key changed in this batch, the position of the last submission that changed it.
+        #: Per region key changed since the last flush, the position of the last submission that changed it.
         self.region_positions: dict[str, tuple[int, int | None]] = {}
+        #: Submissions processed since the last flush, and the sends (alerts, dead letters) of their processing.
+        self.unstored: list[Message] = []
+        self.sends: list[asyncio.Future] = []
+        self.flushed_at = time.monotonic()
+        self.lock = asyncio.Lock()  # one batch or flush at a time: the flush timer runs beside the handler
 
-    async def process(self, events: list[faust.EventT]) -> None:
-        """Inspect a batch; publish its alerts and dead letters; then store its states.
+    async def receive(self, messages: list[Message]) -> None:
+        """The submissions' batch handler (:mod:`.batching`): inspect a fetched batch and publish its alerts
+        at once; store the states and acknowledge the submissions once ``PANTAU_FLUSH_INTERVAL`` has
+        passed since the last time (:meth:`flush_due` also flushes when the worker idles or rebalances).
+
+        Storing the states of several batches at once writes each region's state once for all of them:
+        a kabupaten's sums and peers change with every one of its forms. A submission is acknowledged
+        (and can be committed) only once its states are stored, so what a crash loses is redone from
+        the committed offsets, as it always was. Anything that fails on the way (a send, a store) is
+        retried: :meth:`rewind`.
+        """
+        async with self.lock:
+            try:
+                await self.process(messages)
+                if len(self.unstored) >= self.settings.flush_max or time.monotonic() - self.flushed_at >= self.settings.flush_interval:
+                    self.app.consumer.done(await self.flush())
+            except Exception:
+                log.exception("a batch of %d submissions failed; they are redone", len(messages))
+                await self.rewind()
+
+    async def flush_due(self) -> None:
+        """Flush what was processed if the interval has passed, or at once if the consumer has stopped its
+        flow (a rebalance waits for every submission given to the handler to be acknowledged)."""
+        if not self.unstored or self.lock.locked():
+            return
+        stopping = not self.app.consumer.flow_active
+        if stopping or time.monotonic() - self.flushed_at >= self.settings.flush_interval:
+            async with self.lock:
+                try:
+                    self.app.consumer.done(await self.flush())
+                except Exception:
+                    log.exception("storing the states of %d submissions failed; they are redone", len(self.unstored))
+                    await self.rewind()
+
+    async def process(self, messages: list[Message]) -> None:
+        """Inspect a batch; publish its alerts and dead letters (sent, not yet awaited); its states wait
+        for :meth:`flush`.
 
         Sends go straight to the producer: Faust's topic-send machinery (futures, buffer, sensors)
         costs several times the detectors' own ~45 µs per submission (bench/bench_stream.py).
@@ -265,12 +306,11 @@ class Pipeline:
         which this skips, never behind.
         """
         producer = self.app.producer
-        sends = []
-        published = []
+        sends = self.sends
         suppressed = []
         processed = redelivered = 0
-        for event in events:
-            message = event.message
+        self.unstored.extend(messages)  # from here on, a failure redoes them too (:meth:`rewind`)
+        for message in messages:
             started = time.perf_counter()
             try:
                 envelope = parse_envelope(message.value)
@@ -302,30 +342,63 @@ class Pipeline:
                 if not self.suppressions.allows(alert):
                     suppressed.append(alert)
                     continue
-                value = alert.to_json()
-                sends.append(await producer.send(self.settings.topic_alerts, alert.region.encode(), value, None, None, None))
-                published.append((alert, envelope.received_at))
+                sent = await producer.send(self.settings.topic_alerts, alert.region.encode(), alert.to_json(), None, None, None)
+                sent.add_done_callback(functools.partial(self._published, alert, envelope.received_at))
+                sends.append(sent)
         self.metrics.submissions.labels("processed").inc(processed)
         if redelivered:
             self.metrics.submissions.labels("redelivered").inc(redelivered)
-        for key, sums in self._changed_regions().items():
-            sends.append(await producer.send(self.settings.topic_regional, key.encode(), orjson.dumps(sums.to_state()),
-                                             None, None, None))  # fmt: skip
-        await asyncio.gather(*sends)  # a failed alert send raises: the batch is not committed, it is redone
-        now = datetime.now(timezone.utc)
-        for alert, received_at in published:
-            self.metrics.alerts.labels(alert.detector, alert.severity, alert.region[:2]).inc()
-            if received_at is not None and received_at.utcoffset() is not None:  # no offset: no comparable time
-                self.metrics.alert_latency.observe(max((now - received_at).total_seconds(), 0.0))
         for alert in suppressed:
             self.metrics.suppressed.labels(alert.detector).inc()
+        self.metrics.batch_size.observe(len(messages))
+
+    async def flush(self) -> list[Message]:
+        """Send the region sums changed since the last flush to the assessor; once the broker has every alert,
+        dead letter and sum sent since then, store the states; return the submissions now done."""
+        producer = self.app.producer
+        for key, sums in self._changed_regions().items():
+            self.sends.append(await producer.send(self.settings.topic_regional, key.encode(), orjson.dumps(sums.to_state()),
+                                                  None, None, None))  # fmt: skip
+        sends, self.sends = self.sends, []
+        await asyncio.gather(*sends)  # a failed send raises: nothing is stored or acknowledged, all is redone
         # Region states first: after a crash between the two flushes they hold submissions whose
         # revision states do not, and a redone submission then skips them (never adds itself twice).
         await self.region_states.flush(self.changelog)
         await self.states.flush(self.changelog)
-        for event in events:
-            self.processed_offsets[event.message.partition] = event.message.offset
-        self.metrics.batch_size.observe(len(events))
+        done, self.unstored = self.unstored, []
+        for message in done:
+            self.processed_offsets[message.partition] = message.offset
+        self.flushed_at = time.monotonic()
+        return done
+
+    async def rewind(self) -> None:
+        """Forget what was processed and not stored, and read it again: each submissions partition goes back
+        to its first submission not yet done. The redo is idempotent (:meth:`process`); its alerts have the
+        same ids. Waits a second first, so that a broker that failed a send has time to come back."""
+        undone, self.unstored = self.unstored, []
+        for sent in self.sends:  # left to finish or fail on their own: their outcome changes nothing now
+            sent.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.sends = []
+        self.monitor.forget()
+        self.region_positions.clear()
+        for states in (self.states, self.region_states):
+            states.pending.clear()
+        first: dict[TP, int] = {}
+        for message in undone:
+            first[message.tp] = min(first.get(message.tp, message.offset), message.offset)
+        await asyncio.sleep(1.0)
+        held = self.app.consumer.assignment()
+        for tp, offset in first.items():
+            if tp in held:  # one no longer held is redone by its new owner, from the committed offset
+                await self.app.consumer.seek(tp, offset)
+
+    def _published(self, alert: Any, received_at: datetime | None, sent: asyncio.Future) -> None:
+        """Count an alert once the broker has it, with its receipt → alert latency."""
+        if sent.cancelled() or sent.exception() is not None:
+            return
+        self.metrics.alerts.labels(alert.detector, alert.severity, alert.region[:2]).inc()
+        if received_at is not None and received_at.utcoffset() is not None:  # no offset: no comparable time
+            self.metrics.alert_latency.observe(max((datetime.now(timezone.utc) - received_at).total_seconds(), 0.0))
 
     def _holds(self, states: BatchStates, key: str) -> bool:
         """Whether ``key``'s state already holds the submission being inspected (:attr:`position`)."""
@@ -544,6 +617,7 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
         "broker_session_timeout": settings.session_timeout,
         "broker_heartbeat_interval": settings.heartbeat_interval,
         "broker_commit_interval": settings.commit_interval,
+        "broker_max_poll_records": settings.batch_size,
         "producer_max_batch_size": settings.producer_batch_bytes,
         "producer_max_request_size": settings.max_message_bytes,
         "topic_replication_factor": settings.replication,
@@ -559,14 +633,15 @@ def create_app(settings: Settings | None = None, **faust_options: Any) -> faust.
     use_reconnect_backoff(settings.reconnect_backoff_ms, settings.reconnect_backoff_max_ms)
     quiet_repeated_broker_errors()
     use_full_rewind()
-    app = faust.App(settings.app_id, **options)
+    app = BatchingApp(settings.app_id, **options)
     pipeline = Pipeline(app, settings)
     app.pantau = pipeline  # type: ignore[attr-defined]
 
-    @app.agent(pipeline.submissions, name="pantau.inspect")
-    async def inspect(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-            await pipeline.process(list(events))
+    deliver_batches(app, pipeline.submissions, pipeline.receive)
+
+    @app.timer(interval=min(settings.flush_interval, 0.25))
+    async def store_states() -> None:
+        await pipeline.flush_due()
 
     @app.agent(pipeline.verdicts, name="pantau.verdicts")
     async def learn(stream: faust.StreamT) -> None:

@@ -22,7 +22,11 @@ variable                           meaning                                      
 ``PANTAU_SESSION_TIMEOUT``         consumer group session timeout, seconds                      ``10``
 ``PANTAU_HEARTBEAT_INTERVAL``      consumer heartbeat interval, seconds                         ``1``
 ``PANTAU_COMMIT_INTERVAL``         offset commit interval, seconds                              ``0.5``
-``PANTAU_BATCH_SIZE`` / ``_WITHIN``  submissions per batch, and the longest wait to fill one  ``500`` / ``0.05``
+``PANTAU_BATCH_SIZE`` / ``_WITHIN``  messages per batch (a fetch of submissions; verdicts,    ``500`` / ``0.05``
+                                   regional sums), and the longest wait to fill one of the latter
+``PANTAU_FLUSH_INTERVAL``          seconds between two stores of the states (revisions, regions)  ``1``
+                                   and acknowledgements of the submissions processed since
+``PANTAU_FLUSH_MAX``               submissions processed before they are stored, at the latest  ``20000``
 ``PANTAU_PRODUCER_BATCH_BYTES``    producer batch size (alerts, dead letters)                   ``16384``
 ``PANTAU_CHANGELOG_BATCH_BYTES``   revision-table changelog batch size; ``1`` on the embedded   ``16384``
                                    broker (below)
@@ -90,6 +94,8 @@ class Settings:
     commit_interval: float = 0.5
     batch_size: int = 500
     batch_within: float = 0.05
+    flush_interval: float = 1.0
+    flush_max: int = 20_000
     producer_batch_bytes: int = 16384
     changelog_batch_bytes: int = 16384
     max_message_bytes: int = 4 << 20
@@ -124,8 +130,11 @@ class Settings:
                 raise ValueError(f"PANTAU_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
-        if settings.batch_size < 1 or settings.partitions < 1 or settings.standby_replicas < 0:
-            raise ValueError("PANTAU_BATCH_SIZE and PANTAU_PARTITIONS must be at least 1, PANTAU_STANDBY_REPLICAS at least 0")
+        if settings.batch_size < 1 or settings.partitions < 1 or settings.standby_replicas < 0 or settings.flush_max < 1:
+            raise ValueError("PANTAU_BATCH_SIZE, PANTAU_PARTITIONS and PANTAU_FLUSH_MAX must be at least 1, "
+                             "PANTAU_STANDBY_REPLICAS at least 0")
+        if not 0 < settings.flush_interval <= 60:
+            raise ValueError(f"PANTAU_FLUSH_INTERVAL={settings.flush_interval} must lie in (0, 60] seconds")
         if not (0 < settings.fdr < 1 and 0 < settings.peer_far < 1 and settings.assess_interval > 0
                 and settings.sweep_interval > 0):
             raise ValueError("PANTAU_FDR and PANTAU_PEER_FAR must lie in (0, 1), PANTAU_ASSESS_INTERVAL and "

@@ -87,14 +87,14 @@ def _done(result: Any) -> asyncio.Future:
     return future
 
 
-def _worker(changelogs: Changelogs):
+def _worker(changelogs: Changelogs, settings: Any = None):
     """A pipeline whose tables are recovered from ``changelogs`` (the last value of every key), in a group
     with committed offsets (its stored positions trusted)."""
     from pantau.stream.app import Pipeline
     from pantau.stream.settings import Settings
 
     app = faust.App("crash-offline", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False)
-    pipeline = Pipeline(app, Settings(partitions=PARTITIONS))
+    pipeline = Pipeline(app, settings or Settings(partitions=PARTITIONS))
     app.producer = Acknowledged()
     pipeline.changelog = changelogs
     tables = {t.changelog_topic.get_topic_name(): t for t in (pipeline.table, pipeline.region_table, pipeline.suppression_table)}
@@ -130,57 +130,138 @@ def night(tmp_path_factory) -> list[list[Any]]:
     lines, _ = simulate_lines(tmp_path_factory.mktemp("night") / "truth.jsonl", provinces=["65"], seed=1, complete=True,
                               images=False, synthetic_registry=True)  # fmt: skip
     ends = [0] * PARTITIONS
-    events = []
+    messages = []
     for line in itertools.islice(lines, 1_200):
         key = orjson.loads(line)["kode_tps"][:4]
         partition = int(key) % PARTITIONS
-        message = SimpleNamespace(topic="sirekap.submissions", partition=partition, offset=ends[partition],
-                                  key=key.encode(), value=line.rstrip(b"\n"))  # fmt: skip
-        events.append(SimpleNamespace(message=message))
+        messages.append(SimpleNamespace(topic="sirekap.submissions", partition=partition, offset=ends[partition],
+                                        tp=(partition,), key=key.encode(), value=line.rstrip(b"\n")))  # fmt: skip
         ends[partition] += 1
-    return [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
+    return [messages[i : i + BATCH] for i in range(0, len(messages), BATCH)]
 
 
-def test_a_pipeline_killed_anywhere_in_its_changelog_writes_redoes_its_batches_to_the_clean_state(night):
+async def _stored(pipeline, batches: list[list[Any]]) -> None:
+    """Process the batches, then store their states once (the worker stores every PANTAU_FLUSH_INTERVAL)."""
+    for batch in batches:
+        await pipeline.process(batch)
+    await pipeline.flush()
+
+
+@pytest.mark.parametrize("batches_per_flush", [1, 3])
+def test_a_pipeline_killed_anywhere_in_its_changelog_writes_redoes_its_batches_to_the_clean_state(night, batches_per_flush):
+    flushes = [night[i : i + batches_per_flush] for i in range(0, len(night), batches_per_flush)]
+
     async def scenario() -> None:
         clean = _worker(Changelogs())
-        writes = []  # changelog records per batch: region states, then revision states
-        for batch in night:
+        writes = []  # changelog records per flush: region states, then revision states
+        for batches in flushes:
             before = len(clean.changelog.records)
-            await clean.process(batch)
+            await _stored(clean, batches)
             writes.append(len(clean.changelog.records) - before)
         reference, reference_alerts = _tables(clean), _alerts(clean)
         assert reference_alerts and len(reference["regions"]) > 10
 
-        for dies_in in (3, 7, 11):
-            committed = dies_in - 2  # the batches before this one had their offsets committed
+        for dies_in in sorted({3, 7, 11} & set(range(2, len(flushes)))):
+            committed = dies_in - 2  # the flushes before this one had their offsets committed
             n = writes[dies_in]
             for budget in sorted({0, 1, n // 3, n // 2, 2 * n // 3, n - 1, n}):
                 first = _worker(Changelogs())
-                for batch in night[:dies_in]:
-                    await first.process(batch)
+                for batches in flushes[:dies_in]:
+                    await _stored(first, batches)
                 first.changelog.budget = budget
                 try:
-                    await first.process(night[dies_in])
+                    await _stored(first, flushes[dies_in])
                 except Killed:
                     pass
                 # Restarted: tables recovered from what reached the changelogs, consuming from the committed offsets.
                 second = _worker(Changelogs(list(first.changelog.records)))
-                for batch in night[committed:]:
-                    await second.process(batch)
-                where = f"killed in batch {dies_in} after {budget} of its {n} changelog records"
+                for batches in flushes[committed:]:
+                    await _stored(second, batches)
+                where = f"killed in flush {dies_in} after {budget} of its {n} changelog records"
                 assert _tables(second) == reference, where
                 alerts = _alerts(first, second)
                 assert set(alerts) == set(reference_alerts), where
                 assert all(bodies <= reference_alerts[i] for i, bodies in alerts.items()), where
-                # What the stored states held was skipped: at least the two stored batches (less the identical
+                # What the stored states held was skipped: at least the two stored flushes (less the identical
                 # resubmissions, which do not move a position and are inspected again, changing nothing).
-                assert _outcome(second, "redelivered") >= 0.95 * 2 * BATCH, where
+                assert _outcome(second, "redelivered") >= 0.95 * 2 * BATCH * batches_per_flush, where
 
         # Positions not trusted (no committed offset: maybe a new log at offsets seen before): nothing is skipped.
         untrusted = _worker(Changelogs(list(clean.changelog.records)))
         untrusted.trusted = {}
-        await untrusted.process(night[0])
+        await _stored(untrusted, night[:1])
         assert (_outcome(untrusted, "redelivered"), _outcome(untrusted, "processed")) == (0, BATCH)
+
+    asyncio.run(scenario())
+
+
+class Consumer:
+    """The consumer as the batch handler sees it: what it was told is done, and where it was sent back to."""
+
+    flow_active = True
+
+    def __init__(self) -> None:
+        self.acknowledged: list[Any] = []
+        self.seeks: dict[Any, int] = {}
+
+    def assignment(self) -> set:
+        return {(p,) for p in range(PARTITIONS)}
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.seeks[tp] = offset
+
+    def done(self, messages: list[Any]) -> None:
+        self.acknowledged.extend(messages)
+
+
+class FailsOnce(Acknowledged):
+    """The broker refuses one send (the ``at``-th to ``topic``): what a worker meets when a broker fails mid-batch."""
+
+    def __init__(self, topic: str, at: int) -> None:
+        super().__init__()
+        self.topic, self.at, self.count = topic, at, 0
+
+    async def send(self, topic: str, key: Any, value: bytes, partition: Any, timestamp: Any, headers: Any) -> Any:
+        self.count += topic == self.topic
+        if topic == self.topic and self.count == self.at:
+            raise ConnectionError("the broker went away")
+        return await super().send(topic, key, value, partition, timestamp, headers)
+
+
+@pytest.mark.parametrize("topic, fails_at", [("pantau.alerts", 12), ("pantau.regional", 120)])
+def test_a_batch_that_fails_is_read_again_from_its_first_unstored_submission(night, topic, fails_at):
+    """``Pipeline.receive`` with a send that fails (an alert's in the middle of a batch, or a region's in a
+    flush spanning two batches): what was processed and not stored is forgotten, its partitions are sent
+    back to their first unstored offset, and read again from there the tables and alerts end as an
+    uninterrupted worker's."""
+    from pantau.stream.settings import Settings
+
+    async def scenario() -> None:
+        clean = _worker(Changelogs())
+        for batch in night:
+            await _stored(clean, [batch])
+        settings = Settings(partitions=PARTITIONS, flush_max=2 * BATCH, flush_interval=60)
+        worker = _worker(Changelogs(), settings)
+        worker.app.producer = FailsOnce(topic, fails_at)
+        worker.app.consumer = consumer = Consumer()
+        order = [message for batch in night for message in batch]
+        positions = dict.fromkeys(range(PARTITIONS), 0)  # the next offset the "fetcher" reads, per partition
+        rewound = []
+        while True:
+            batch = [m for m in order if m.offset >= positions[m.partition]][:BATCH]
+            if not batch:
+                break
+            positions.update({m.partition: m.offset + 1 for m in batch})
+            await worker.receive(batch)
+            if consumer.seeks:
+                rewound.append(dict(consumer.seeks))
+                positions.update({tp[0]: offset for tp, offset in consumer.seeks.items()})
+                consumer.seeks.clear()
+        consumer.done(await worker.flush())
+        assert len(rewound) == 1 and worker.app.producer.count > fails_at
+        assert _tables(worker) == _tables(clean)
+        assert set(_alerts(worker)) == set(_alerts(clean))
+        done = {(m.partition, m.offset) for m in consumer.acknowledged}
+        assert done == {(m.partition, m.offset) for m in order}  # every submission acknowledged, once stored
 
     asyncio.run(scenario())
