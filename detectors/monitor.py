@@ -62,15 +62,14 @@ from pantau.schemas.tally import Region
 from .alerts import tps_alert
 from .assessor import NOKEN, NOKEN_PROVINCES
 from .regional import (
-    NEIGHBOUR_EDGES,
     TURNOUT,
     Member,
     Profile,
     RegionSums,
     contribution,
     member,
-    neighbour_residuals,
-    neighbour_tails,
+    block_tails,
+    neighbour_blocks,
     neighbour_test_of,
     neighbourhood,
     turnout_logit,
@@ -108,15 +107,13 @@ class PeerHistograms:
 
     def __init__(self, rows: dict[str, np.ndarray] | None = None):
         self.rows: dict[str, np.ndarray] = {} if rows is None else rows
+        turnout = self.rows.get("turnout")
+        #: The TPS counted (each in every feature's row once).
+        self.n = 0 if turnout is None else int(turnout.sum())
 
     @staticmethod
     def _bin(value: float) -> int:
         return min(max(int(round(value * 100)), 0), BINS - 1)
-
-    @property
-    def n(self) -> int:
-        row = self.rows.get("turnout")
-        return 0 if row is None else int(row.sum())
 
     def add(self, p: Profile, sign: int = 1) -> None:
         for name, value in features(p).items():
@@ -124,6 +121,7 @@ class PeerHistograms:
             if row is None:
                 row = self.rows[name] = np.zeros(BINS, dtype=np.int64)
             row[self._bin(value)] += sign
+        self.n += sign
 
     def tail(self, name: str, value: float) -> float:
         """The conformal upper-tail rank ``(#peers at least as high + 1) / (peers + 1)``: under
@@ -288,24 +286,27 @@ class Kelurahan:
         (new minus old, per candidate and :data:`~.regional.TURNOUT`), and ``p``'s largest residual then
         per neighbour test (none without one)."""
         if self._tails is None:
-            self._tails = _packed(neighbour_tails(neighbour_residuals({k: f[0] for k, f in self.forms.items()})))
+            self._tails = block_tails(neighbour_blocks({k: f[0] for k, f in self.forms.items()}))
         form = _form(p)
         members = {k: f[0] for k, f in self.forms.items() if k != kode_tps}
         if form is not None:
             members[kode_tps] = form[0]
-        residuals = neighbour_residuals(members)
-        after = neighbour_tails(residuals)
-        self._next = (kode_tps, p, form, _packed(after))
-        before = dict(zip(*self._tails))
-        change = {key: counts - before[key] if key in before else counts for key, counts in after.items()}
-        for key, counts in before.items():
-            if key not in after:
-                change[key] = -counts
+        blocks = neighbour_blocks(members)
+        after = block_tails(blocks)
+        self._next = (kode_tps, p, form, after)
+        (keys, counts), (keys_before, counts_before) = after, self._tails
+        if keys == keys_before:
+            change = dict(zip(keys, counts - counts_before))
+        else:
+            before = dict(zip(keys_before, counts_before))
+            change = {key: row - before[key] if key in before else row for key, row in zip(keys, counts)}
+            change.update((key, -row) for key, row in before.items() if key not in change)
         own: dict[str, float] = {}
-        for key, r in residuals.items():
-            if kode_tps in r:
-                test = neighbour_test_of(key)
-                own[test] = max(own.get(test, -math.inf), r[kode_tps])
+        for block_keys, codes, residuals in blocks:
+            if kode_tps in codes:
+                for key, value in zip(block_keys, residuals[codes.index(kode_tps)].tolist()):
+                    test = neighbour_test_of(key)
+                    own[test] = max(own.get(test, -math.inf), value)
         return change, own
 
     def to_state(self) -> dict[str, Any]:
@@ -341,8 +342,6 @@ Form = tuple[Member, np.ndarray, int, "tuple[int, int] | None"]
 Tails = tuple[tuple[str, ...], np.ndarray]
 
 
-def _packed(tails: dict[str, np.ndarray]) -> Tails:
-    return tuple(tails), np.array(list(tails.values()), dtype=np.int16).reshape(len(tails), len(NEIGHBOUR_EDGES) + 1)
 
 
 def _form_of(valid: int, counts: Sequence[tuple[str, int]], dpt: tuple[int, int] | None) -> Form:

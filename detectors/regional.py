@@ -212,9 +212,28 @@ def count_expectations(n: int, x: int) -> tuple[float, ...]:
 
 def _binomial_pmf(n: int, p: float) -> np.ndarray:
     """``Binomial(n, p)`` at ``0..n``, without :mod:`scipy.stats`' per-call argument handling (~3x its cost)."""
+    k, others, log_choose = _binomial_terms(n)
+    return np.exp(log_choose + special.xlogy(k, p) + special.xlog1py(others, -p))
+
+
+@lru_cache(maxsize=1024)
+def _binomial_terms(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``k``, ``n − k`` and ``log C(n, k)`` for ``k = 0..n``: the same for every binomial of ``n`` votes."""
     k = np.arange(n + 1)
-    log_choose = special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
-    return np.exp(log_choose + special.xlogy(k, p) + special.xlog1py(n - k, -p))
+    return _frozen(k), _frozen(n - k), _frozen(special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1))
+
+
+@lru_cache(maxsize=1024)
+def _beta_binomial_terms(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``log(n − k)``, ``log(k + 1)``, ``k`` and ``n − k − 1`` for ``k = 0..n−1``: what every
+    :func:`posterior_expectations` of ``n`` votes shares."""
+    k = np.arange(n, dtype=float)
+    return _frozen(np.log(n - k)), _frozen(np.log(k + 1)), _frozen(k), _frozen(n - k - 1)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False  # cached and shared: nobody may write into it
+    return array
 
 
 def posterior_expectations(n: int, x: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -226,20 +245,27 @@ def posterior_expectations(n: int, x: np.ndarray, alpha: np.ndarray, beta: np.nd
     [0.02, 0.638]
     """
     a, b = alpha + x, beta + n - x
-    k = np.arange(n, dtype=float)
+    log_nk, log_k1, k, rest = _beta_binomial_terms(n)
     # pmf(k+1)/pmf(k) of the beta-binomial, accumulated in logs: no overflow at any n
-    steps = np.log(n - k) + np.log(k + a[:, None]) - np.log(k + 1) - np.log(n - k - 1 + b[:, None])
-    log_pmf = np.concatenate([np.zeros((len(x), 1)), np.cumsum(steps, axis=1)], axis=1)
-    pmf = np.exp(log_pmf - log_pmf.max(axis=1, keepdims=True))
+    log_pmf = np.empty((len(x), n + 1))
+    log_pmf[:, 0] = 0.0
+    log_pmf[:, 1:] = log_nk + np.log(k + a[:, None]) - log_k1 - np.log(rest + b[:, None])
+    np.cumsum(log_pmf, axis=1, out=log_pmf)
+    log_pmf -= log_pmf.max(axis=1, keepdims=True)
+    pmf = np.exp(log_pmf, out=log_pmf)
     pmf /= pmf.sum(axis=1, keepdims=True)
     return _clamped(pmf @ _digit_table(n))
 
 
 def _clamped(expectations: np.ndarray) -> np.ndarray:
     """Probabilities summed in floating point can pass 1 by an ulp; a variance q(1−q) must not go negative."""
-    probabilities = [0, 1, *range(10, len(EXPECTATIONS))]
-    expectations[..., probabilities] = np.minimum(expectations[..., probabilities], 1.0)
+    for columns in _PROBABILITIES:
+        probabilities = expectations[..., columns]
+        np.minimum(probabilities, 1.0, out=probabilities)
     return expectations
+
+
+_PROBABILITIES = (slice(0, 2), slice(EXPECTATIONS.index("p0"), None))  # q05, tail; p0..p9
 
 
 def share_prior(stations: float, share_sum: float, share_squares: float, inverse_valid: float) -> tuple[float, float] | None:
@@ -279,9 +305,10 @@ def percent_expectations(k: int, d: int) -> tuple[float, float]:
     lo, hi = max(1, k - half), min(d - 1, k + half)
     if hi < lo:
         return (math.nan, math.nan)
-    ks = np.arange(lo, hi + 1)
-    pct = np.minimum(np.round(100 * ks / d), 100).astype(np.int64)
-    return float(np.mean(pct % 5 == 0)), float(np.mean((100 * ks) % d == 0))
+    ends = sum(min(round(100 * voters / d), 100) % 5 == 0 for voters in range(lo, hi + 1))
+    step = d // math.gcd(100, d)  # 100·voters/d is whole exactly when voters is a multiple of this
+    whole = hi // step - (lo - 1) // step
+    return ends / (hi - lo + 1), whole / (hi - lo + 1)
 
 
 #: Vector fields whose per-station excess (observed − expected) ranks a test's top contributors.
@@ -290,6 +317,7 @@ SURPRISE = {
     "last_digit": ("last_obs", "last_a"), "repeated_digits": ("rep_obs", "rep_a"),
     "adjacent_digits": ("adj_obs", "adj_a"), "p05s": ("p05_hits", "p05_q"), "integer_percent": ("int_hits", "int_q"),
 }  # fmt: skip
+_SURPRISE_IX = {test: (IX[a], IX[b]) for test, (a, b) in SURPRISE.items()}
 TOP = 3
 #: The fingerprint test names up to this many of its 100%/100% stations: each is a form to look at, and
 #: a TPS of a kabupaten too small for the TPS-level peer test is named only this way.
@@ -310,6 +338,7 @@ class Contribution:
     vector: np.ndarray
     candidates: dict[str, np.ndarray]
     excess: dict[str, float]
+    sample: tuple[int, tuple[float, float]]  # the station's dip-test sample key and (turnout, winner's share)
 
 
 def contribution(p: Profile, prior: dict[str, tuple[float, float]] | None = None) -> Contribution:
@@ -317,36 +346,37 @@ def contribution(p: Profile, prior: dict[str, tuple[float, float]] | None = None
     (:func:`share_prior`), candidates without one get the no-prior null (:func:`count_expectations`)."""
     v = [0.0] * len(FIELDS)  # a list while summing: numpy item access costs ~10x a list's, per field
     v[IX["tps"]] = 1.0
-    pattern = _COUNT_FIELDS
-    le0, ld0 = IX["le0"], IX["ld0"]
+    f = _COUNT_FIELDS
+    c05_m, c05_hits, c05_q, c05_v, c05_k, b_ix, f_ix, f3_ix, m10 = f.c05_m, f.c05_hits, f.c05_q, f.c05_v, f.c05_k, f.b, f.f, f.f3, f.m10
+    digit_tests, skewed, le0, ld0 = f.digit_tests, f.skewed, f.le0, f.ld0
     for x, (q05, tail, *rest) in zip((x for _, x in p.counts), station_expectations(p.valid, p.counts, prior or {})):
-        v[pattern.c05_m] += 1
-        v[pattern.c05_hits] += x % 5 == 0
-        v[pattern.c05_q] += q05
-        v[pattern.c05_v] += q05 * (1 - q05)
-        v[pattern.c05_k] += q05 * (1 - q05) * (1 - 2 * q05)
-        v[pattern.b] += tail
-        v[pattern.f] += tail * tail
-        v[pattern.f3] += tail * tail * tail
+        v[c05_m] += 1
+        v[c05_hits] += x % 5 == 0
+        v[c05_q] += q05
+        v[c05_v] += q05 * (1 - q05)
+        v[c05_k] += q05 * (1 - q05) * (1 - 2 * q05)
+        v[b_ix] += tail
+        v[f_ix] += tail * tail
+        v[f3_ix] += tail * tail * tail
+        big = x >= 10
         last, tens = x % 10, x // 10 % 10
-        observed = (last, int(str(x)[1]) if x >= 10 else 0, float(tens == last), float(abs(tens - last) == 1))
-        for i, (a_ix, c_ix, d_ix, e_ix, obs_ix) in enumerate(pattern.digit_tests):
-            a, c = rest[2 * i], rest[2 * i + 1]
+        observed = (last, int(str(x)[1]) if big else 0, float(tens == last), float(abs(tens - last) == 1))
+        for i, (a_ix, c_ix, d_ix, e_ix, obs_ix) in enumerate(digit_tests):
+            a = rest[2 * i]
             v[a_ix] += a
-            v[c_ix] += c
+            v[c_ix] += rest[2 * i + 1]
             v[d_ix] += a * a
             v[e_ix] += a * tail
-            if x >= 10:
+            if big:
                 v[obs_ix] += observed[i]
-        for i, (a3_ix, a2b_ix, ab2_ix) in pattern.skewed:
+        for i, (a3_ix, a2b_ix, ab2_ix) in skewed:
             a = rest[2 * i]
             v[a3_ix] += a * a * a
             v[a2b_ix] += a * a * tail
             v[ab2_ix] += a * tail * tail
-        for d in range(10):
-            v[le0 + d] += rest[8 + d]
-        if x >= 10:
-            v[pattern.m10] += 1
+        v[le0 : le0 + 10] = [total + expected for total, expected in zip(v[le0 : le0 + 10], rest[8:])]
+        if big:
+            v[m10] += 1
             v[ld0 + last] += 1
     t = p.turnout
     if 0 < p.voters < p.register:
@@ -369,8 +399,10 @@ def contribution(p: Profile, prior: dict[str, tuple[float, float]] | None = None
     for key, x in p.counts:
         s, vr = x / p.valid, x / p.register
         candidates[key] = np.array([x, p.valid, s, s * s, t * s, vr, t * vr, float(t >= HIGH and s >= HIGH), 1.0, 1 / p.valid])
-    excess = {test: v[IX[a]] - v[IX[b]] for test, (a, b) in SURPRISE.items()}
-    return Contribution(np.array(v), candidates, excess)
+    excess = {test: v[a] - v[b] for test, (a, b) in _SURPRISE_IX.items()}
+    # 4 decimals: the dip test needs no more, and the sample is most of a region's state on the wire
+    sample = sample_key(p.kode_tps), (round(t, 4), round(p.top_share, 4))
+    return Contribution(np.array(v), candidates, excess, sample)
 
 
 def station_expectations(valid: int, counts: Sequence[tuple[str, int]], prior: dict[str, tuple[float, float]]) -> list[tuple[float, ...]]:
@@ -414,6 +446,7 @@ class _CountFields:
     def __init__(self):
         for name in ("c05_m", "c05_hits", "c05_q", "c05_v", "c05_k", "b", "f", "f3", "m10"):
             setattr(self, name, IX[name])
+        self.le0, self.ld0 = IX["le0"], IX["ld0"]
         self.digit_tests = [tuple(IX[f"{g}_{part}"] for part in ("a", "c", "d", "e", "obs")) for g in DIGIT_STATISTICS]
         self.skewed = [(DIGIT_STATISTICS.index(g), tuple(IX[f"{g}_{part}"] for part in ("a3", "a2b", "ab2"))) for g in BERNOULLI_DIGIT_TESTS]
 
@@ -472,21 +505,20 @@ class RegionSums:
                 current += values
             else:
                 current -= values
-        # 4 decimals: the dip test needs no more, and the sample is most of a region's state on the wire
-        self._sample(sample_key(p.kode_tps), (round(p.turnout, 4), round(p.top_share, 4)), sign)
+        self._sample(*share.sample, sign)
         kode = p.kode_tps
         if sign < 0:  # only a withdrawn station can be among the top contributors
             for test, entries in self.top.items():
                 if any(entry[1] == kode for entry in entries):
                     self.top[test] = [entry for entry in entries if entry[1] != kode]
         else:
-            excess = dict(share.excess)
+            excess = share.excess
             leader = self.leader()
             if leader is not None and leader in share.candidates:
-                excess["fingerprint"] = float(share.candidates[leader][CX["hi"]])
+                excess = {**excess, "fingerprint": float(share.candidates[leader][CX["hi"]])}
             for test, x in excess.items():
                 if abs(x) > 1e-9:
-                    self._enter(test, [abs(x), kode, round(x, 4)])
+                    self._enter(test, x, kode)
 
     def add_tails(self, change: dict[str, np.ndarray], kode_tps: str | None = None, residuals: dict[str, float] | None = None) -> None:
         """Add the change of a kelurahan's :func:`neighbour_tails` (new minus old); ``residuals`` (per
@@ -501,14 +533,18 @@ class RegionSums:
                 current += counts
         for test, residual in (residuals or {}).items():
             if kode_tps is not None and residual > 0:
-                self._enter(test, [residual, kode_tps, round(residual, 4)])
+                self._enter(test, residual, kode_tps)
 
-    def _enter(self, test: str, entry: list) -> None:
-        """:meth:`_top` for one entry, without sorting when it does not make the top."""
+    def _enter(self, test: str, x: float, kode_tps: str) -> None:
+        """A station's ``x`` (excess, residual) into ``test``'s top contributors, ranked by ``|x|`` (ties: by
+        TPS code), if it makes the top."""
+        size = abs(x)
         current = self.top.get(test)
-        if current is not None and len(current) >= top_size(test) and (-entry[0], entry[1]) >= (-current[-1][0], current[-1][1]):
-            return
-        self._top({test: [entry]})
+        if current is not None and len(current) >= top_size(test):
+            last = current[-1]
+            if size < last[0] or (size == last[0] and kode_tps >= last[1]):
+                return
+        self._top({test: [[size, kode_tps, round(x, 4)]]})
 
     def _top(self, entries: dict[str, list[list]]) -> None:
         for test, new in entries.items():
@@ -564,7 +600,7 @@ class RegionSums:
     def prior(self) -> dict[str, tuple[float, float]]:
         """The ``(α, β)`` of each candidate's share between the region's stations (:func:`share_prior`),
         for the candidates that have one."""
-        return _fitted((key, c[_SHARE_MOMENTS]) for key, c in self.candidates.items())
+        return _fitted((key, [c[i] for i in _SHARE_MOMENTS]) for key, c in ((key, c.tolist()) for key, c in self.candidates.items()))
 
     def leader(self) -> str | None:
         """The candidate with the most votes in the region (ties: the first in key order)."""
@@ -784,14 +820,10 @@ def neighbourhood(kode_tps: str) -> str:
 
 
 #: A kelurahan member: its form's candidate keys (one tuple object per distinct ballot; :data:`TURNOUT`
-#: last when known) and their :func:`share_logits` (and :func:`turnout_logit`), an array (a DPD form lists dozens of candidates, and a night holds 4 M forms).
+#: last when known) and their shares of the valid votes on the logit scale (half a vote added to both
+#: sides; then :func:`turnout_logit`), an array (a DPD form lists dozens of candidates, and a night holds 4 M forms).
 Member = tuple[tuple[str, ...], np.ndarray]
 _BALLOTS: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-
-def share_logits(valid: int, votes: np.ndarray) -> np.ndarray:
-    """Each candidate's share of the ``valid`` votes on the logit scale (half a vote added to both sides)."""
-    return np.log((votes + 0.5) / (valid - votes + 0.5))
 
 
 def neighbour_test_of(key: str) -> str:
@@ -820,23 +852,61 @@ def member(valid: int, counts: Sequence[tuple[str, int]], turnout: float | None 
     kelurahan's residuals of both come from one matrix.
     """
     keys, votes = zip(*counts) if counts else ((), ())
-    array = np.array(votes, dtype=np.int32)
-    logits = share_logits(valid, array)
+    logits = np.empty(len(votes) + (turnout is not None))
+    # the odds in Python floats (the same IEEE arithmetic as numpy's), their logs in one call
+    logits[: len(votes)] = np.log([(x + 0.5) / (valid - x + 0.5) for x in votes])
     if turnout is not None:
-        keys, logits = (*keys, TURNOUT), np.append(logits, turnout)
-    return (_BALLOTS.setdefault(keys, keys), logits), array
+        keys = (*keys, TURNOUT)
+        logits[-1] = turnout
+    return (_BALLOTS.setdefault(keys, keys), logits), np.array(votes, dtype=np.int32)
 
 
 def _leave_one_out_medians(values: np.ndarray) -> np.ndarray:
-    """Per column, the median of the column's other values, for each value (from the sorted column)."""
-    n = values.shape[0]
+    """Per column, the median of the column's other values, for each value.
+
+    Leaving out a value of rank ``k`` leaves the others' middle one or two at ranks ``lo = (n-2)//2`` and
+    ``hi = (n-1)//2``, each moved up by one where it is at or past ``k``: a column has three such medians
+    (for ``k ≤ lo``, ``lo < k ≤ hi``, ``k > hi``), whatever ``n``. Tied values leave the same others out.
+    """
+    n, columns = values.shape
     order = np.argsort(values, axis=0, kind="stable")
     ranked = np.take_along_axis(values, order, axis=0)
-    middle = np.array([(n - 2) // 2, (n - 1) // 2])[None, :]
-    index = middle + (middle >= np.arange(n)[:, None])  # the others' middle one or two, skipping position k
+    lo, hi = (n - 2) // 2, (n - 1) // 2
+    by_rank = np.empty_like(values)
+    by_rank[: lo + 1] = (ranked[lo + 1] + ranked[hi + 1]) / 2
+    by_rank[lo + 1 : hi + 1] = (ranked[lo] + ranked[hi + 1]) / 2
+    by_rank[hi + 1 :] = (ranked[lo] + ranked[hi]) / 2
     out = np.empty_like(values)
-    np.put_along_axis(out, order, ranked[index].mean(axis=1), axis=0)
+    out[order, np.arange(columns)] = by_rank
     return out
+
+
+#: One kelurahan's residuals as a matrix: candidate keys, TPS codes, and the residual of each TPS (row)
+#: and candidate (column).
+Block = tuple[tuple[str, ...], list[str], np.ndarray]
+
+
+def neighbour_blocks(members: dict[str, Member]) -> list[Block]:
+    """:func:`neighbour_residuals` as matrices: one block when every form lists the same candidates (all at
+    once), else one per candidate on the forms that list it; none for candidates on fewer than
+    :data:`NEIGHBOUR_MIN_KELURAHAN` forms."""
+    if len(members) < NEIGHBOUR_MIN_KELURAHAN:
+        return []
+    ballots = {keys for keys, _ in members.values()}
+    if len(ballots) == 1:
+        (keys,) = ballots
+        blocks = [(keys, list(members), np.vstack([logits for _, logits in members.values()]))]
+    else:
+        blocks = []
+        for key in dict.fromkeys(key for keys, _ in members.values() for key in keys):
+            listed = {kode: logits[keys.index(key)] for kode, (keys, logits) in members.items() if key in keys}
+            blocks.append(((key,), list(listed), np.array(list(listed.values()))[:, None]))
+    return [(keys, codes, _standardised(values)) for keys, codes, values in blocks if len(codes) >= NEIGHBOUR_MIN_KELURAHAN]
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    n = values.shape[0]
+    return (values - _leave_one_out_medians(values)) / math.sqrt(1 + math.pi / (2 * (n - 1)))
 
 
 def neighbour_residuals(members: dict[str, Member]) -> dict[str, dict[str, float]]:
@@ -854,30 +924,29 @@ def neighbour_residuals(members: dict[str, Member]) -> dict[str, dict[str, float
     >>> round(neighbour_residuals(kel)["A"]["t4"], 3)  # 1 / sqrt(1 + π/8)
     0.847
     """
-    ballots = {keys for keys, _ in members.values()}
-    if len(ballots) == 1:  # every form lists the same candidates: all of them at once
-        (keys,) = ballots
-        return _residuals(keys, list(members), np.vstack([logits for _, logits in members.values()]))
-    out: dict[str, dict[str, float]] = {}  # forms listing different candidates: each on the forms that list it
-    for key in dict.fromkeys(key for keys, _ in members.values() for key in keys):
-        listed = {kode: logits[keys.index(key)] for kode, (keys, logits) in members.items() if key in keys}
-        out.update(_residuals((key,), list(listed), np.array(list(listed.values()))[:, None]))
-    return out
-
-
-def _residuals(keys: tuple[str, ...], codes: list[str], values: np.ndarray) -> dict[str, dict[str, float]]:
-    n = len(codes)
-    if n < NEIGHBOUR_MIN_KELURAHAN:
-        return {}
-    residuals = (values - _leave_one_out_medians(values)) / math.sqrt(1 + math.pi / (2 * (n - 1)))
-    return {key: dict(zip(codes, column)) for key, column in zip(keys, residuals.T.tolist())}
+    return {key: dict(zip(codes, column)) for keys, codes, r in neighbour_blocks(members) for key, column in zip(keys, r.T.tolist())}
 
 
 def neighbour_tails(residuals: dict[str, dict[str, float]]) -> dict[str, np.ndarray]:
     """Per candidate, ``[TPS with a residual, TPS with residual ≥ edge for each NEIGHBOUR_EDGES]``: a
     kelurahan's share of its kecamatan's (and kabupaten's, province's) sums."""
-    return {key: np.concatenate(([len(r)], (np.fromiter(r.values(), dtype=float)[:, None] >= NEIGHBOUR_EDGES).sum(axis=0)))
-            for key, r in residuals.items()}  # fmt: skip
+    blocks = [((key,), list(r), np.fromiter(r.values(), dtype=float)[:, None]) for key, r in residuals.items()]
+    keys, counts = block_tails(blocks)
+    return dict(zip(keys, counts))
+
+
+def block_tails(blocks: list[Block]) -> tuple[tuple[str, ...], np.ndarray]:
+    """:func:`neighbour_tails` of residual blocks: the candidates' keys, and their tails as the rows of one
+    small array (a kelurahan block's counts are at most :data:`NEIGHBOURHOOD_TPS`)."""
+    keys = tuple(key for block_keys, _, _ in blocks for key in block_keys)
+    out = np.empty((len(keys), len(NEIGHBOUR_EDGES) + 1), dtype=np.int16)
+    row = 0
+    for block_keys, codes, residuals in blocks:
+        rows = slice(row, row + len(block_keys))
+        out[rows, 0] = len(codes)
+        out[rows, 1:] = (residuals[:, :, None] >= NEIGHBOUR_EDGES).sum(axis=0)
+        row += len(block_keys)
+    return keys, out
 
 
 @dataclass(frozen=True, slots=True)
