@@ -61,6 +61,7 @@ from pantau.schemas.tally import Region
 
 from .alerts import tps_alert
 from .assessor import NOKEN, NOKEN_PROVINCES
+from .kernels import corner_count
 from .regional import (
     TURNOUT,
     Member,
@@ -184,13 +185,8 @@ class JointGrid:
         any TPS that nobody dominates rank first, and among n points in a plane about ln(n) are
         undominated: on a simulated country that rank flagged 41 clean TPS per 10,000 at a nominal 10.
         """
-        peers = self.cells if without is None else self.cells - without.cells
-        as_high = peers[::-1, ::-1].cumsum(axis=0).cumsum(axis=1)[::-1, ::-1]  # peers ≥ a cell on both
-        i, j = self.cell(p)
-        own = as_high[i, j] + 1
-        as_high[: i + 1, : j + 1] += 1  # the peers' scores with p counted: p is at least as high as these
-        n = int(peers.sum())
-        return (int(peers[as_high <= own].sum()) + 1) / (n + 1), n
+        count, n = corner_count(self.cells, _EMPTY_GRID if without is None else without.cells, *self.cell(p))
+        return (count + 1) / (n + 1), n
 
     def to_state(self) -> list[list[int]]:
         """Occupied cells only, ``[[cell, count], ...]``: a region fills a few dozen of the 441."""
@@ -203,6 +199,9 @@ class JointGrid:
         for index, count in state:
             flat[index] = count
         return cls(flat.reshape(JOINT_BINS, JOINT_BINS))
+
+
+_EMPTY_GRID = np.zeros((JOINT_BINS, JOINT_BINS), dtype=np.int64)
 
 
 def _farthest_first(entry: list) -> tuple[float, str]:
@@ -302,7 +301,7 @@ class Kelurahan:
             change = {key: row - before[key] if key in before else row for key, row in zip(keys, counts)}
             change.update((key, -row) for key, row in before.items() if key not in change)
         own: dict[str, float] = {}
-        for block_keys, codes, residuals in blocks:
+        for block_keys, codes, residuals, _ in blocks:
             if kode_tps in codes:
                 for key, value in zip(block_keys, residuals[codes.index(kode_tps)].tolist()):
                     test = neighbour_test_of(key)

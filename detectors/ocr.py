@@ -181,8 +181,9 @@ def _holds_everywhere(counts: dict[str, int], judged: tuple[Identity, ...], capa
     return all(v <= capacity for v in counts.values())
 
 
-def _required_value(field: str, failures: tuple[Failure, ...], judged: tuple[Identity, ...], current: int) -> int | None:
-    """The one value of ``field`` that makes every failing equality hold, if it exists.
+def _required_value(field: str, failures: tuple[Failure, ...], holding: list[Identity], current: int) -> int | None:
+    """The one value of ``field`` that makes every failing equality hold without breaking one of the
+    ``holding`` equalities, if it exists.
 
     Returns -1 when ``field`` is in no failing equality (the value is then not determined).
     """
@@ -206,7 +207,7 @@ def _required_value(field: str, failures: tuple[Failure, ...], judged: tuple[Ide
         if any(f.identity.equal for f in failures):
             return None
         return -1
-    if any(identity.equal and field in identity.fields for identity in judged if identity not in {f.identity for f in failures}):
+    if any(field in identity.fields for identity in holding):
         return None  # changing it would break an equality that holds
     return required
 
@@ -229,9 +230,11 @@ def diagnose(tally: Tally, form: FormResult) -> list[Suggestion]:
     fields.update(dict.fromkeys(form.over_capacity))
     scored: list[tuple[float, float, str, int, Edit]] = []
     trial = dict(counts)
+    failing = {failure.identity for failure in form.failures}
+    holding = [identity for identity in form.judged if identity.equal and identity not in failing]
     for field in fields:
         current = counts[field]
-        required = _required_value(field, form.failures, form.judged, current)
+        required = _required_value(field, form.failures, holding, current)
         if required is None or required < -1:
             continue
         determined = required >= 0

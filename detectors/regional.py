@@ -62,6 +62,7 @@ from scipy import special, stats
 
 from pantau.schemas import Tally
 
+from . import kernels
 from .forensics import BENFORD_2BL, UNIFORM_05
 from .form import FormResult
 from .nulls import NullResult, second_digits, tail_pvalue
@@ -207,33 +208,8 @@ def count_expectations(n: int, x: int) -> tuple[float, ...]:
     >>> round(e[2] / e[1], 2)                            # a wide count: last digit nearly uniform
     4.5
     """
-    return tuple(_clamped(_binomial_pmf(n, x / n) @ _digit_table(n)).tolist())
-
-
-def _binomial_pmf(n: int, p: float) -> np.ndarray:
-    """``Binomial(n, p)`` at ``0..n``, without :mod:`scipy.stats`' per-call argument handling (~3x its cost)."""
-    k, others, log_choose = _binomial_terms(n)
-    return np.exp(log_choose + special.xlogy(k, p) + special.xlog1py(others, -p))
-
-
-@lru_cache(maxsize=1024)
-def _binomial_terms(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``k``, ``n − k`` and ``log C(n, k)`` for ``k = 0..n``: the same for every binomial of ``n`` votes."""
-    k = np.arange(n + 1)
-    return _frozen(k), _frozen(n - k), _frozen(special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1))
-
-
-@lru_cache(maxsize=1024)
-def _beta_binomial_terms(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``log(n − k)``, ``log(k + 1)``, ``k`` and ``n − k − 1`` for ``k = 0..n−1``: what every
-    :func:`posterior_expectations` of ``n`` votes shares."""
-    k = np.arange(n, dtype=float)
-    return _frozen(np.log(n - k)), _frozen(np.log(k + 1)), _frozen(k), _frozen(n - k - 1)
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False  # cached and shared: nobody may write into it
-    return array
+    row = kernels.station_nulls(n, np.array([x]), _NO_PRIOR, _NO_PRIOR, _WITHOUT_PRIOR, _digit_table(n), _PROBABILITIES)
+    return tuple(row[0].tolist())
 
 
 def posterior_expectations(n: int, x: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -244,28 +220,14 @@ def posterior_expectations(n: int, x: np.ndarray, alpha: np.ndarray, beta: np.nd
     >>> [round(float(t), 3) for t in e[:, 1]]      # P(X ≥ 10): the prior (mean share 2%) pulls 12 down
     [0.02, 0.638]
     """
-    a, b = alpha + x, beta + n - x
-    log_nk, log_k1, k, rest = _beta_binomial_terms(n)
-    # pmf(k+1)/pmf(k) of the beta-binomial, accumulated in logs: no overflow at any n
-    log_pmf = np.empty((len(x), n + 1))
-    log_pmf[:, 0] = 0.0
-    log_pmf[:, 1:] = log_nk + np.log(k + a[:, None]) - log_k1 - np.log(rest + b[:, None])
-    np.cumsum(log_pmf, axis=1, out=log_pmf)
-    log_pmf -= log_pmf.max(axis=1, keepdims=True)
-    pmf = np.exp(log_pmf, out=log_pmf)
-    pmf /= pmf.sum(axis=1, keepdims=True)
-    return _clamped(pmf @ _digit_table(n))
+    x = np.asarray(x, dtype=np.int64)
+    return kernels.station_nulls(n, x, np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float),
+                                 np.ones(len(x), dtype=np.bool_), _digit_table(n), _PROBABILITIES)  # fmt: skip
 
 
-def _clamped(expectations: np.ndarray) -> np.ndarray:
-    """Probabilities summed in floating point can pass 1 by an ulp; a variance q(1−q) must not go negative."""
-    for columns in _PROBABILITIES:
-        probabilities = expectations[..., columns]
-        np.minimum(probabilities, 1.0, out=probabilities)
-    return expectations
-
-
-_PROBABILITIES = (slice(0, 2), slice(EXPECTATIONS.index("p0"), None))  # q05, tail; p0..p9
+#: The columns of :data:`EXPECTATIONS` that are probabilities (capped at 1: a sum of them can pass it by an ulp).
+_PROBABILITIES = np.array([EXPECTATIONS.index(name) for name in ("q05", "tail", *(f"p{d}" for d in range(10)))])
+_NO_PRIOR, _WITHOUT_PRIOR = np.zeros(1), np.zeros(1, dtype=np.bool_)
 
 
 def share_prior(stations: float, share_sum: float, share_squares: float, inverse_valid: float) -> tuple[float, float] | None:
@@ -344,40 +306,10 @@ class Contribution:
 def contribution(p: Profile, prior: dict[str, tuple[float, float]] | None = None) -> Contribution:
     """One station's :class:`Contribution`; ``prior`` maps candidates to the ``(α, β)`` of their share
     (:func:`share_prior`), candidates without one get the no-prior null (:func:`count_expectations`)."""
-    v = [0.0] * len(FIELDS)  # a list while summing: numpy item access costs ~10x a list's, per field
+    v = np.zeros(len(FIELDS))
     v[IX["tps"]] = 1.0
-    f = _COUNT_FIELDS
-    c05_m, c05_hits, c05_q, c05_v, c05_k, b_ix, f_ix, f3_ix, m10 = f.c05_m, f.c05_hits, f.c05_q, f.c05_v, f.c05_k, f.b, f.f, f.f3, f.m10
-    digit_tests, skewed, le0, ld0 = f.digit_tests, f.skewed, f.le0, f.ld0
-    for x, (q05, tail, *rest) in zip((x for _, x in p.counts), station_expectations(p.valid, p.counts, prior or {})):
-        v[c05_m] += 1
-        v[c05_hits] += x % 5 == 0
-        v[c05_q] += q05
-        v[c05_v] += q05 * (1 - q05)
-        v[c05_k] += q05 * (1 - q05) * (1 - 2 * q05)
-        v[b_ix] += tail
-        v[f_ix] += tail * tail
-        v[f3_ix] += tail * tail * tail
-        big = x >= 10
-        last, tens = x % 10, x // 10 % 10
-        observed = (last, int(str(x)[1]) if big else 0, float(tens == last), float(abs(tens - last) == 1))
-        for i, (a_ix, c_ix, d_ix, e_ix, obs_ix) in enumerate(digit_tests):
-            a = rest[2 * i]
-            v[a_ix] += a
-            v[c_ix] += rest[2 * i + 1]
-            v[d_ix] += a * a
-            v[e_ix] += a * tail
-            if big:
-                v[obs_ix] += observed[i]
-        for i, (a3_ix, a2b_ix, ab2_ix) in skewed:
-            a = rest[2 * i]
-            v[a3_ix] += a * a * a
-            v[a2b_ix] += a * a * tail
-            v[ab2_ix] += a * tail * tail
-        v[le0 : le0 + 10] = [total + expected for total, expected in zip(v[le0 : le0 + 10], rest[8:])]
-        if big:
-            v[m10] += 1
-            v[ld0 + last] += 1
+    x = np.array([count for _, count in p.counts], dtype=np.int64)
+    v[_COUNT_SUMS] = kernels.count_sums(x, _station_nulls(p.valid, p.counts, prior or {}), _SKEWED)
     t = p.turnout
     if 0 < p.voters < p.register:
         q_p05, q_int = percent_expectations(p.voters, p.register)
@@ -399,23 +331,27 @@ def contribution(p: Profile, prior: dict[str, tuple[float, float]] | None = None
     for key, x in p.counts:
         s, vr = x / p.valid, x / p.register
         candidates[key] = np.array([x, p.valid, s, s * s, t * s, vr, t * vr, float(t >= HIGH and s >= HIGH), 1.0, 1 / p.valid])
-    excess = {test: v[a] - v[b] for test, (a, b) in _SURPRISE_IX.items()}
+    totals = v.tolist()
+    excess = {test: totals[a] - totals[b] for test, (a, b) in _SURPRISE_IX.items()}
     # 4 decimals: the dip test needs no more, and the sample is most of a region's state on the wire
     sample = sample_key(p.kode_tps), (round(t, 4), round(p.top_share, 4))
-    return Contribution(np.array(v), candidates, excess, sample)
+    return Contribution(v, candidates, excess, sample)
 
 
 def station_expectations(valid: int, counts: Sequence[tuple[str, int]], prior: dict[str, tuple[float, float]]) -> list[tuple[float, ...]]:
     """:data:`EXPECTATIONS` of each count of a station with ``valid`` votes, in order; ``prior`` as
     :func:`contribution` takes it."""
-    with_prior = [i for i, (key, _) in enumerate(counts) if key in prior]
-    out = [count_expectations(valid, x) if key not in prior else () for key, x in counts]
-    if with_prior:
-        x = np.array([counts[i][1] for i in with_prior])
-        alpha, beta = np.array([prior[counts[i][0]] for i in with_prior]).T
-        for i, row in zip(with_prior, posterior_expectations(valid, x, alpha, beta).tolist()):
-            out[i] = row
-    return out
+    return [tuple(row) for row in _station_nulls(valid, counts, prior).tolist()]
+
+
+def _station_nulls(valid: int, counts: Sequence[tuple[str, int]], prior: dict[str, tuple[float, float]]) -> np.ndarray:
+    """:func:`station_expectations` as one array (a row per count), in one compiled call."""
+    x = np.array([count for _, count in counts], dtype=np.int64)
+    fitted = [prior.get(key) for key, _ in counts]
+    alpha = np.array([f[0] if f is not None else 0.0 for f in fitted])
+    beta = np.array([f[1] if f is not None else 0.0 for f in fitted])
+    with_prior = np.array([f is not None for f in fitted], dtype=np.bool_)
+    return kernels.station_nulls(valid, x, alpha, beta, with_prior, _digit_table(valid), _PROBABILITIES)
 
 
 def region_prior(stations: Iterable[Sequence[tuple[str, int]]]) -> dict[str, tuple[float, float]]:
@@ -440,18 +376,10 @@ def _fitted(moments: Iterable[tuple[str, Sequence[float]]]) -> dict[str, tuple[f
     return out
 
 
-class _CountFields:
-    """Positions in :data:`FIELDS` of the per-count sums, resolved once."""
-
-    def __init__(self):
-        for name in ("c05_m", "c05_hits", "c05_q", "c05_v", "c05_k", "b", "f", "f3", "m10"):
-            setattr(self, name, IX[name])
-        self.le0, self.ld0 = IX["le0"], IX["ld0"]
-        self.digit_tests = [tuple(IX[f"{g}_{part}"] for part in ("a", "c", "d", "e", "obs")) for g in DIGIT_STATISTICS]
-        self.skewed = [(DIGIT_STATISTICS.index(g), tuple(IX[f"{g}_{part}"] for part in ("a3", "a2b", "ab2"))) for g in BERNOULLI_DIGIT_TESTS]
-
-
-_COUNT_FIELDS = _CountFields()
+#: Where :func:`~.kernels.count_sums` puts each of its sums in :data:`FIELDS`, and which digit statistics it
+#: keeps the third cumulant of.
+_COUNT_SUMS = np.array([IX[name] for name in kernels.count_sum_fields(DIGIT_STATISTICS, BERNOULLI_DIGIT_TESTS)])
+_SKEWED = np.array([DIGIT_STATISTICS.index(g) for g in BERNOULLI_DIGIT_TESTS])
 
 
 def sample_key(kode_tps: str) -> int:
@@ -861,35 +789,15 @@ def member(valid: int, counts: Sequence[tuple[str, int]], turnout: float | None 
     return (_BALLOTS.setdefault(keys, keys), logits), np.array(votes, dtype=np.int32)
 
 
-def _leave_one_out_medians(values: np.ndarray) -> np.ndarray:
-    """Per column, the median of the column's other values, for each value.
-
-    Leaving out a value of rank ``k`` leaves the others' middle one or two at ranks ``lo = (n-2)//2`` and
-    ``hi = (n-1)//2``, each moved up by one where it is at or past ``k``: a column has three such medians
-    (for ``k ≤ lo``, ``lo < k ≤ hi``, ``k > hi``), whatever ``n``. Tied values leave the same others out.
-    """
-    n, columns = values.shape
-    order = np.argsort(values, axis=0, kind="stable")
-    ranked = np.take_along_axis(values, order, axis=0)
-    lo, hi = (n - 2) // 2, (n - 1) // 2
-    by_rank = np.empty_like(values)
-    by_rank[: lo + 1] = (ranked[lo + 1] + ranked[hi + 1]) / 2
-    by_rank[lo + 1 : hi + 1] = (ranked[lo] + ranked[hi + 1]) / 2
-    by_rank[hi + 1 :] = (ranked[lo] + ranked[hi]) / 2
-    out = np.empty_like(values)
-    out[order, np.arange(columns)] = by_rank
-    return out
-
-
-#: One kelurahan's residuals as a matrix: candidate keys, TPS codes, and the residual of each TPS (row)
-#: and candidate (column).
-Block = tuple[tuple[str, ...], list[str], np.ndarray]
+#: One kelurahan's residuals as a matrix: candidate keys, TPS codes, the residual of each TPS (row) and
+#: candidate (column), and each candidate's :func:`neighbour_tails` (rows).
+Block = tuple[tuple[str, ...], list[str], np.ndarray, np.ndarray]
 
 
 def neighbour_blocks(members: dict[str, Member]) -> list[Block]:
-    """:func:`neighbour_residuals` as matrices: one block when every form lists the same candidates (all at
-    once), else one per candidate on the forms that list it; none for candidates on fewer than
-    :data:`NEIGHBOUR_MIN_KELURAHAN` forms."""
+    """:func:`neighbour_residuals` as matrices, with their tails: one block when every form lists the same
+    candidates (all at once), else one per candidate on the forms that list it; none for candidates on
+    fewer than :data:`NEIGHBOUR_MIN_KELURAHAN` forms."""
     if len(members) < NEIGHBOUR_MIN_KELURAHAN:
         return []
     ballots = {keys for keys, _ in members.values()}
@@ -901,12 +809,8 @@ def neighbour_blocks(members: dict[str, Member]) -> list[Block]:
         for key in dict.fromkeys(key for keys, _ in members.values() for key in keys):
             listed = {kode: logits[keys.index(key)] for kode, (keys, logits) in members.items() if key in keys}
             blocks.append(((key,), list(listed), np.array(list(listed.values()))[:, None]))
-    return [(keys, codes, _standardised(values)) for keys, codes, values in blocks if len(codes) >= NEIGHBOUR_MIN_KELURAHAN]
-
-
-def _standardised(values: np.ndarray) -> np.ndarray:
-    n = values.shape[0]
-    return (values - _leave_one_out_medians(values)) / math.sqrt(1 + math.pi / (2 * (n - 1)))
+    return [(keys, codes, *kernels.neighbour_residuals(values, NEIGHBOUR_EDGES)) for keys, codes, values in blocks
+            if len(codes) >= NEIGHBOUR_MIN_KELURAHAN]  # fmt: skip
 
 
 def neighbour_residuals(members: dict[str, Member]) -> dict[str, dict[str, float]]:
@@ -924,29 +828,22 @@ def neighbour_residuals(members: dict[str, Member]) -> dict[str, dict[str, float
     >>> round(neighbour_residuals(kel)["A"]["t4"], 3)  # 1 / sqrt(1 + π/8)
     0.847
     """
-    return {key: dict(zip(codes, column)) for keys, codes, r in neighbour_blocks(members) for key, column in zip(keys, r.T.tolist())}
+    return {key: dict(zip(codes, column)) for keys, codes, r, _ in neighbour_blocks(members) for key, column in zip(keys, r.T.tolist())}
 
 
 def neighbour_tails(residuals: dict[str, dict[str, float]]) -> dict[str, np.ndarray]:
     """Per candidate, ``[TPS with a residual, TPS with residual ≥ edge for each NEIGHBOUR_EDGES]``: a
     kelurahan's share of its kecamatan's (and kabupaten's, province's) sums."""
-    blocks = [((key,), list(r), np.fromiter(r.values(), dtype=float)[:, None]) for key, r in residuals.items()]
-    keys, counts = block_tails(blocks)
-    return dict(zip(keys, counts))
+    return {key: np.concatenate(([len(r)], (np.fromiter(r.values(), dtype=float)[:, None] >= NEIGHBOUR_EDGES).sum(axis=0)))
+            for key, r in residuals.items()}  # fmt: skip
 
 
 def block_tails(blocks: list[Block]) -> tuple[tuple[str, ...], np.ndarray]:
-    """:func:`neighbour_tails` of residual blocks: the candidates' keys, and their tails as the rows of one
-    small array (a kelurahan block's counts are at most :data:`NEIGHBOURHOOD_TPS`)."""
-    keys = tuple(key for block_keys, _, _ in blocks for key in block_keys)
-    out = np.empty((len(keys), len(NEIGHBOUR_EDGES) + 1), dtype=np.int16)
-    row = 0
-    for block_keys, codes, residuals in blocks:
-        rows = slice(row, row + len(block_keys))
-        out[rows, 0] = len(codes)
-        out[rows, 1:] = (residuals[:, :, None] >= NEIGHBOUR_EDGES).sum(axis=0)
-        row += len(block_keys)
-    return keys, out
+    """The tails of residual blocks: the candidates' keys, and their :func:`neighbour_tails` as the rows of
+    one small array (a kelurahan block's counts are at most :data:`NEIGHBOURHOOD_TPS`)."""
+    if not blocks:
+        return (), np.zeros((0, len(NEIGHBOUR_EDGES) + 1), dtype=np.int16)
+    return tuple(key for block_keys, *_ in blocks for key in block_keys), np.vstack([tails for *_, tails in blocks])
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,9 @@ the latest by (decided_at, verdict_id), so a verdict learned twice changes nothi
 from __future__ import annotations
 
 import asyncio
-import functools
 import base64
+import collections
+import functools
 import hashlib
 import logging
 import math
@@ -241,6 +242,9 @@ class Pipeline:
         self.position: tuple[int, int | None] = (0, None)
         #: Per submissions partition held, the stored source positions trusted: those below this offset.
         self.trusted: dict[int, float] = {}
+        #: Submissions partitions held that have no committed offset yet: stored and committed after each
+        #: batch until they have one (:meth:`trust_positions`).
+        self.uncommitted: set[int] = set()
         #: Per submissions partition held, where the group resumed it at the last rebalance: its committed
         #: offset, or the log's start if it had none (what is behind until this worker processes one).
         self.resumed_at: dict[int, int] = {}
@@ -255,7 +259,8 @@ class Pipeline:
     async def receive(self, messages: list[Message]) -> None:
         """The submissions' batch handler (:mod:`.batching`): inspect a fetched batch and publish its alerts
         at once; store the states and acknowledge the submissions once ``PANTAU_FLUSH_INTERVAL`` has
-        passed since the last time (:meth:`flush_due` also flushes when the worker idles or rebalances).
+        passed since the last time (:meth:`flush_due` also flushes when the worker idles or rebalances),
+        and at once while a partition of the batch has no committed offset (:meth:`trust_positions`).
 
         Storing the states of several batches at once writes each region's state once for all of them:
         a kabupaten's sums and peers change with every one of its forms. A submission is acknowledged
@@ -266,8 +271,9 @@ class Pipeline:
         async with self.lock:
             try:
                 await self.process(messages)
-                if len(self.unstored) >= self.settings.flush_max or time.monotonic() - self.flushed_at >= self.settings.flush_interval:
-                    self.app.consumer.done(await self.flush())
+                if (len(self.unstored) >= self.settings.flush_max or time.monotonic() - self.flushed_at >= self.settings.flush_interval
+                        or not self.uncommitted.isdisjoint(m.partition for m in messages)):  # fmt: skip
+                    await self.store()
             except Exception:
                 log.exception("a batch of %d submissions failed; they are redone", len(messages))
                 await self.rewind()
@@ -281,10 +287,24 @@ class Pipeline:
         if stopping or time.monotonic() - self.flushed_at >= self.settings.flush_interval:
             async with self.lock:
                 try:
-                    self.app.consumer.done(await self.flush())
+                    await self.store()
                 except Exception:
                     log.exception("storing the states of %d submissions failed; they are redone", len(self.unstored))
                     await self.rewind()
+
+    async def store(self) -> None:
+        """:meth:`flush`, acknowledge the submissions it stored and commit their offsets at once (not at
+        Faust's next commit): what a crash makes the group redo is then only what was not stored."""
+        done = await self.flush()
+        consumer = self.app.consumer
+        consumer.done(done)
+        try:
+            await consumer.commit()
+        except Exception:  # stored and acknowledged: Faust's commit timer commits them once it can
+            log.warning("committing the offsets of %d stored submissions failed; retried on Faust's commit timer",
+                        len(done), exc_info=True)  # fmt: skip
+            return
+        self.uncommitted.difference_update(message.partition for message in done)
 
     async def process(self, messages: list[Message]) -> None:
         """Inspect a batch; publish its alerts and dead letters (sent, not yet awaited); its states wait
@@ -309,6 +329,7 @@ class Pipeline:
         sends = self.sends
         suppressed = []
         processed = redelivered = 0
+        first_seen: collections.Counter[tuple[str, str]] = collections.Counter()  # counted once per label, not per TPS
         self.unstored.extend(messages)  # from here on, a failure redoes them too (:meth:`rewind`)
         for message in messages:
             started = time.perf_counter()
@@ -336,7 +357,7 @@ class Pipeline:
                 self.region_positions[key] = self.position
             self.metrics.processing.observe(time.perf_counter() - started)
             if inspection.first:
-                self.metrics.tps_first_seen.labels(envelope.kode_tps[:2], envelope.jenis).inc()
+                first_seen[envelope.kode_tps[:2], envelope.jenis] += 1
             processed += 1
             for alert in inspection.alerts:
                 if not self.suppressions.allows(alert):
@@ -346,6 +367,8 @@ class Pipeline:
                 sent.add_done_callback(functools.partial(self._published, alert, envelope.received_at))
                 sends.append(sent)
         self.metrics.submissions.labels("processed").inc(processed)
+        for labels, count in first_seen.items():
+            self.metrics.tps_first_seen.labels(*labels).inc(count)
         if redelivered:
             self.metrics.submissions.labels("redelivered").inc(redelivered)
         for alert in suppressed:
@@ -417,8 +440,12 @@ class Pipeline:
         came back with new, empty topics while this worker kept its tables in memory
         (tests/test_outage.py) -- only positions below the partition's end offset now can be real; the
         rest are ignored, so submissions re-published at offsets already seen are inspected, never
-        skipped. (Tansu's ListOffsets can report too small an end offset, stream/broker.py: then fewer
-        positions are trusted, and a redo within a new group's first commit interval is not recognised.)
+        skipped. Tansu's ListOffsets can report too small an end offset (stream/broker.py), and a position
+        wrongly distrusted makes a redone submission count twice in the region states that already hold
+        it; so a partition without a committed offset is stored and committed after its first batch, not
+        a flush interval later (:meth:`receive`), which leaves only a crash within that first batch to redo
+        without trust (the crash harness, killed before the group's first commit, had doubled kecamatan
+        grids when the first commit waited for the interval).
         """
         consumer = self.app.consumer
         held = [tp for tp in consumer.assignment() if tp.topic == self.settings.topic_submissions]
@@ -438,6 +465,7 @@ class Pipeline:
                         exc_info=True)  # fmt: skip
             trusted, resumed_at = {}, {}
         self.trusted, self.resumed_at = trusted, resumed_at
+        self.uncommitted = {tp.partition for tp in held if trusted.get(tp.partition) != math.inf}
 
     async def learn(self, events: list[faust.EventT]) -> None:
         """Take a batch of desk verdicts into the suppression table; dead-letter the invalid ones."""

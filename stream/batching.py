@@ -14,7 +14,8 @@ commits stay Faust's: the topic is subscribed through the conductor like an agen
 is *tracked* like an agent's, so a rebalance (``stream_wait_empty``) and a shutdown wait until the
 handler has :meth:`~faust.transport.consumer.Consumer.ack`-ed what it was given, and only acknowledged
 messages are ever committed. The handler decides when a message is done; the consumer never
-acknowledges one for it.
+acknowledges one for it. Faust's sensors (its own web statistics, not pantau's ``/metrics``) do not
+see batched messages: their two calls per message cost ~12 µs.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class BatchingConsumer(driver.Consumer):
         handlers: dict[str, BatchHandler] = getattr(self.app, "batch_handlers", {})
         callback = self.callback
         consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
-        read_offset = self._read_offset
+        read_offset, unacked = self._read_offset, self._unacked_messages
         acks_enabled_for = self.app.topics.acks_enabled_for
         try:
             while not (consumer_stopped() or fetcher_stopped()):
@@ -78,7 +79,7 @@ class BatchingConsumer(driver.Consumer):
                                 await self.commit()
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         else:
-                            self.track_message(message)
+                            unacked.add(message)  # tracked, as track_message would, less the sensors' per-message calls
                             batches.setdefault(tp.topic, []).append(message)
                         read_offset[tp] = offset
                 for topic, messages in batches.items():
@@ -93,10 +94,8 @@ class BatchingConsumer(driver.Consumer):
 
     def done(self, messages: list[Message]) -> None:
         """Acknowledge messages a batch handler was given (they may be committed from now on)."""
-        out = self.app.sensors.on_message_out
         for message in messages:
-            if self.ack(message):
-                out(message.tp, message.offset, message)
+            self.ack(message)
 
 
 class BatchingTransport(driver.Transport):
