@@ -37,6 +37,7 @@ import logging
 import math
 import time
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -132,11 +133,12 @@ class ChangelogProducer(mode.Service):
 
 
 class BatchStates(MutableMapping[str, State]):
-    """A table seen through a batch's pending writes (read-your-writes within a batch).
+    """A table seen through the writes not yet stored in it (read-your-writes across batches).
 
-    :meth:`flush` stores the states that changed and writes them to the table's changelog, on the
-    partition of the submission they came from (the tables are co-partitioned with the submissions
-    topic, so a rebalanced worker recovers exactly the states of its partitions).
+    Writes collect in ``pending``; :meth:`take` hands them over to a store (still read through while it
+    runs, :meth:`store`), which writes them to the table's changelog, on the partition of the submission
+    they came from (the tables are co-partitioned with the submissions topic, so a rebalanced worker
+    recovers exactly the states of its partitions), and once the broker has them, into the table.
 
     With ``positions``, each state is stored with its *source position*, the offset (on its partition)
     of the last submission that changed it: ``{"o": offset, "s": state}``. Reading returns the bare state
@@ -152,6 +154,7 @@ class BatchStates(MutableMapping[str, State]):
         self.positions = positions
         self.keep_unchanged = keep_unchanged
         self.pending: dict[str, tuple[State, int, int | None]] = {}
+        self.storing: dict[str, tuple[State, int, int | None]] = {}  # taken, until the table has them
         self.partition = 0
         self.offset: int | None = None  # the source offset written with the states set (``positions``)
 
@@ -161,15 +164,19 @@ class BatchStates(MutableMapping[str, State]):
             return value["s"], value["o"]
         return value, None  # no position: written without (or before) them
 
+    def _unstored(self, key: str) -> tuple[State, int, int | None] | None:
+        entry = self.pending.get(key)
+        return self.storing.get(key) if entry is None else entry
+
     def __getitem__(self, key: str) -> State:
-        if key in self.pending:
-            return self.pending[key][0]
-        return self._stored(key)[0]
+        entry = self._unstored(key)
+        return self._stored(key)[0] if entry is None else entry[0]
 
     def position(self, key: str) -> int | None:
         """The source offset of the last submission that changed ``key``'s state, if known."""
-        if key in self.pending:
-            return self.pending[key][2]
+        entry = self._unstored(key)
+        if entry is not None:
+            return entry[2]
         try:
             return self._stored(key)[1]
         except KeyError:
@@ -189,21 +196,54 @@ class BatchStates(MutableMapping[str, State]):
     def __len__(self) -> int:
         raise NotImplementedError("revision states are looked up by key")
 
-    async def flush(self, producer: ChangelogProducer) -> None:
-        """Store and log the changed states; return once the broker has them."""
+    def take(self) -> dict[str, tuple[State, int, int | None]]:
+        """The writes since the last take, for :meth:`store`; read through until it has stored them."""
+        taken, self.pending = self.pending, {}
+        self.storing = taken
+        return taken
+
+    async def store(self, taken: dict[str, tuple[State, int, int | None]], producer: ChangelogProducer) -> None:
+        """Log the states taken, then, once the broker has all of them, store them in the table (a failed
+        send leaves the table as it was)."""
         data = self.table.data
         topic = self.table.changelog_topic.get_topic_name()
-        sends = []
-        for key, (state, partition, offset) in self.pending.items():
+        writes, sends = [], []
+        for key, (state, partition, offset) in taken.items():
             value = {"o": offset, "s": state} if self.positions and offset is not None else state
             if data.get(key) == value:  # an identical resubmission changes nothing
                 continue
-            data[key] = value
+            writes.append((key, value))
             # encoded as Faust's json codec would, so that recovery reads it like any table write
             sends.append(await producer.send(topic, orjson.dumps(key), orjson.dumps(value), partition))
-        self.pending.clear()
-        for metadata in await asyncio.gather(*sends):
+        persisted = await asyncio.gather(*sends)
+        for key, value in writes:
+            data[key] = value
+        for metadata in persisted:
             data.set_persisted_offset(TP(metadata.topic, metadata.partition), metadata.offset)
+        if self.storing is taken:
+            self.storing = {}
+
+    async def flush(self, producer: ChangelogProducer) -> None:
+        """Store every write so far; return once the broker and the table have them."""
+        await self.store(self.take(), producer)
+
+    def forget(self, storing: bool = False) -> None:
+        """Drop the writes not yet taken (and, with ``storing``, those taken: their store failed)."""
+        self.pending = {}
+        if storing:
+            self.storing = {}
+
+
+@dataclass
+class Staged:
+    """What one store writes: the submissions it makes done, the sends they made, the region sums for
+    the assessor, and the region and revision states taken."""
+
+    messages: list[Message]
+    sends: list[asyncio.Future]
+    sums: list[tuple[bytes, bytes]]
+    region_states: dict[str, Any]
+    states: dict[str, Any]
 
 
 class Pipeline:
@@ -250,61 +290,83 @@ class Pipeline:
         self.resumed_at: dict[int, int] = {}
         #: Per region key changed since the last flush, the position of the last submission that changed it.
         self.region_positions: dict[str, tuple[int, int | None]] = {}
-        #: Submissions processed since the last flush, and the sends (alerts, dead letters) of their processing.
+        #: Submissions processed and not yet staged for a store, and the sends (alerts, dead letters) of their processing.
         self.unstored: list[Message] = []
         self.sends: list[asyncio.Future] = []
         self.flushed_at = time.monotonic()
-        self.lock = asyncio.Lock()  # one batch or flush at a time: the flush timer runs beside the handler
+        #: One batch or staging at a time: the handler, the flush timer and the store run side by side.
+        self.lock = asyncio.Lock()
+        #: The store running in the background (:meth:`store_soon`), one at a time.
+        self.storing: asyncio.Task | None = None
+        #: Counts rewinds: a batch fetched before one is dropped, it is read again (:meth:`rewind`).
+        self.generation = 0
 
     async def receive(self, messages: list[Message]) -> None:
         """The submissions' batch handler (:mod:`.batching`): inspect a fetched batch and publish its alerts
-        at once; store the states and acknowledge the submissions once ``PANTAU_FLUSH_INTERVAL`` has
-        passed since the last time (:meth:`flush_due` also flushes when the worker idles or rebalances),
-        and at once while a partition of the batch has no committed offset (:meth:`trust_positions`).
+        at once; store the states and acknowledge the submissions in the background once
+        ``PANTAU_FLUSH_INTERVAL`` has passed since the last store (:meth:`flush_due` also stores when the
+        worker idles or rebalances), and at once while a partition of the batch has no committed offset
+        (:meth:`trust_positions`). Once ``PANTAU_FLUSH_MAX`` submissions wait, the next batch waits for
+        the store.
 
         Storing the states of several batches at once writes each region's state once for all of them:
-        a kabupaten's sums and peers change with every one of its forms. A submission is acknowledged
-        (and can be committed) only once its states are stored, so what a crash loses is redone from
-        the committed offsets, as it always was. Anything that fails on the way (a send, a store) is
-        retried: :meth:`rewind`.
+        a kabupaten's sums and peers change with every one of its forms; storing in the background keeps
+        the worker inspecting while the broker takes them. A submission is acknowledged (and can be
+        committed) only once its states are stored, so what a crash loses is redone from the committed
+        offsets, as it always was. Anything that fails on the way (a send, a store) is retried:
+        :meth:`rewind`.
         """
+        generation = self.generation
         async with self.lock:
+            if generation != self.generation:
+                return  # fetched before a rewind: read again from where it sent the partitions
             try:
                 await self.process(messages)
-                if (len(self.unstored) >= self.settings.flush_max or time.monotonic() - self.flushed_at >= self.settings.flush_interval
-                        or not self.uncommitted.isdisjoint(m.partition for m in messages)):  # fmt: skip
-                    await self.store()
             except Exception:
                 log.exception("a batch of %d submissions failed; they are redone", len(messages))
                 await self.rewind()
+                return
+        if time.monotonic() - self.flushed_at >= self.settings.flush_interval or not self.uncommitted.isdisjoint(
+                m.partition for m in messages):  # fmt: skip
+            self.store_soon()
+        while len(self.unstored) >= self.settings.flush_max:
+            await self.store_soon()
 
     async def flush_due(self) -> None:
-        """Flush what was processed if the interval has passed, or at once if the consumer has stopped its
+        """Store what was processed if the interval has passed, or at once if the consumer has stopped its
         flow (a rebalance waits for every submission given to the handler to be acknowledged)."""
-        if not self.unstored or self.lock.locked():
-            return
-        stopping = not self.app.consumer.flow_active
-        if stopping or time.monotonic() - self.flushed_at >= self.settings.flush_interval:
-            async with self.lock:
-                try:
-                    await self.store()
-                except Exception:
-                    log.exception("storing the states of %d submissions failed; they are redone", len(self.unstored))
-                    await self.rewind()
+        if self.unstored and (not self.app.consumer.flow_active
+                              or time.monotonic() - self.flushed_at >= self.settings.flush_interval):  # fmt: skip
+            self.store_soon()
+
+    def store_soon(self) -> asyncio.Task:
+        """The store running now, or a new one of what was processed so far (:meth:`store`)."""
+        if self.storing is None or self.storing.done():
+            self.storing = asyncio.ensure_future(self.store())
+        return self.storing
 
     async def store(self) -> None:
         """:meth:`flush`, acknowledge the submissions it stored and commit their offsets at once (not at
-        Faust's next commit): what a crash makes the group redo is then only what was not stored."""
-        done = await self.flush()
+        Faust's next commit): what a crash makes the group redo is then only what was not stored. A
+        failure forgets what was staged and everything processed since, and reads it again (:meth:`rewind`)."""
+        async with self.lock:
+            staged = self.stage()
+        try:
+            await self.write(staged)
+        except Exception:
+            log.exception("storing the states of %d submissions failed; they are redone", len(staged.messages))
+            async with self.lock:
+                await self.rewind(staged)
+            return
         consumer = self.app.consumer
-        consumer.done(done)
+        consumer.done(staged.messages)
         try:
             await consumer.commit()
         except Exception:  # stored and acknowledged: Faust's commit timer commits them once it can
             log.warning("committing the offsets of %d stored submissions failed; retried on Faust's commit timer",
-                        len(done), exc_info=True)  # fmt: skip
+                        len(staged.messages), exc_info=True)  # fmt: skip
             return
-        self.uncommitted.difference_update(message.partition for message in done)
+        self.uncommitted.difference_update(message.partition for message in staged.messages)
 
     async def process(self, messages: list[Message]) -> None:
         """Inspect a batch; publish its alerts and dead letters (sent, not yet awaited); its states wait
@@ -375,37 +437,51 @@ class Pipeline:
             self.metrics.suppressed.labels(alert.detector).inc()
         self.metrics.batch_size.observe(len(messages))
 
-    async def flush(self) -> list[Message]:
-        """Send the region sums changed since the last flush to the assessor; once the broker has every alert,
-        dead letter and sum sent since then, store the states; return the submissions now done."""
-        producer = self.app.producer
-        for key, sums in self._changed_regions().items():
-            self.sends.append(await producer.send(self.settings.topic_regional, key.encode(), orjson.dumps(sums.to_state()),
-                                                  None, None, None))  # fmt: skip
-        sends, self.sends = self.sends, []
-        await asyncio.gather(*sends)  # a failed send raises: nothing is stored or acknowledged, all is redone
-        # Region states first: after a crash between the two flushes they hold submissions whose
-        # revision states do not, and a redone submission then skips them (never adds itself twice).
-        await self.region_states.flush(self.changelog)
-        await self.states.flush(self.changelog)
-        done, self.unstored = self.unstored, []
-        for message in done:
-            self.processed_offsets[message.partition] = message.offset
+    def stage(self) -> Staged:
+        """Take what was processed since the last stage for one store: its submissions and sends, the region
+        sums it changed (serialized now: the sums go on changing), and the states it wrote."""
+        sums = [(key.encode(), orjson.dumps(state.to_state())) for key, state in self._changed_regions().items()]
+        staged = Staged(self.unstored, self.sends, sums, self.region_states.take(), self.states.take())
+        self.unstored, self.sends = [], []
         self.flushed_at = time.monotonic()
-        return done
+        return staged
 
-    async def rewind(self) -> None:
-        """Forget what was processed and not stored, and read it again: each submissions partition goes back
-        to its first submission not yet done. The redo is idempotent (:meth:`process`); its alerts have the
+    async def write(self, staged: Staged) -> None:
+        """Send the staged region sums to the assessor; once the broker has every alert, dead letter and sum
+        of the staged submissions, store their states."""
+        producer = self.app.producer
+        sends = staged.sends + [await producer.send(self.settings.topic_regional, key, value, None, None, None)
+                                for key, value in staged.sums]  # fmt: skip
+        await asyncio.gather(*sends)  # a failed send raises: nothing is stored or acknowledged, all is redone
+        # Region states first: after a crash between the two they hold submissions whose revision states
+        # do not, and a redone submission then skips them (never adds itself twice).
+        await self.region_states.store(staged.region_states, self.changelog)
+        await self.states.store(staged.states, self.changelog)
+        for message in staged.messages:
+            self.processed_offsets[message.partition] = message.offset
+
+    async def flush(self) -> list[Message]:
+        """Stage and store what was processed so far, here and now (no acknowledgement); return the
+        submissions now done."""
+        async with self.lock:
+            staged = self.stage()
+        await self.write(staged)
+        return staged.messages
+
+    async def rewind(self, failed: Staged | None = None) -> None:
+        """Under :attr:`lock`: forget what was processed and not stored (and the ``failed`` store's stage),
+        and read it again: each submissions partition goes back to its first submission not yet done, a
+        batch fetched before this is dropped. The redo is idempotent (:meth:`process`); its alerts have the
         same ids. Waits a second first, so that a broker that failed a send has time to come back."""
-        undone, self.unstored = self.unstored, []
-        for sent in self.sends:  # left to finish or fail on their own: their outcome changes nothing now
+        self.generation += 1
+        undone = [*(failed.messages if failed else ()), *self.unstored]
+        for sent in [*(failed.sends if failed else ()), *self.sends]:  # left to finish or fail: it changes nothing now
             sent.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self.sends = []
+        self.unstored, self.sends = [], []
         self.monitor.forget()
         self.region_positions.clear()
         for states in (self.states, self.region_states):
-            states.pending.clear()
+            states.forget(storing=failed is not None)  # a store still running keeps its stage: it is done
         first: dict[TP, int] = {}
         for message in undone:
             first[message.tp] = min(first.get(message.tp, message.offset), message.offset)
@@ -491,11 +567,11 @@ class Pipeline:
             self.metrics.verdicts.labels(outcome).inc(count)
 
     def _changed_regions(self) -> dict[str, RegionSums]:
-        """The region sums this batch changed, staged on their kabupaten's partition."""
+        """The region sums changed since the last stage, their states written on their kabupaten's partition."""
         staged = {}
         for key in sorted(self.monitor.changed):
             position = self.region_positions.pop(key, None)
-            if position is None:  # not changed by a submission of this batch (not expected): no position
+            if position is None:  # not changed by a submission since the last stage (not expected): no position
                 position = (self.kabkota_partition[key.split(":")[1][:4]], None)
             self.region_states.partition, self.region_states.offset = position
             staged.update(self.monitor.flush_one(key))

@@ -310,12 +310,72 @@ def test_a_partition_without_a_committed_offset_is_stored_and_committed_after_it
         assert worker.uncommitted == {0, 1} and worker.trusted == {0: 1, 1: 1}
         first = [m for m in night[0] if m.partition == 0]
         await worker.receive(first)
+        await worker.storing  # stored in the background
         assert consumer.commits == 1 and consumer.acknowledged == first and len(worker.changelog.records) > 0
         assert worker.uncommitted == {1}
         second = [m for m in night[1] if m.partition == 0]
         await worker.receive(second)  # partition 0 has its commit: the interval decides
         assert consumer.commits == 1 and consumer.acknowledged == first and worker.unstored == second
         await worker.receive([m for m in night[1] if m.partition == 1])
+        await worker.storing
         assert consumer.commits == 2 and worker.uncommitted == set() and worker.unstored == []
+
+    asyncio.run(scenario())
+
+
+class SlowChangelogs(Changelogs):
+    """A broker that takes its time over each changelog record: stores run while later batches are inspected."""
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int) -> Any:
+        await asyncio.sleep(0.002)
+        return await super().send(topic, key, value, partition)
+
+
+def test_batches_inspected_while_a_store_runs_read_its_states_and_end_as_one_worker_in_step(night):
+    """Stores run in the background: the next batches read the states being stored (and their own) and
+    leave the tables, alerts and acknowledgements a worker storing after every batch leaves."""
+    from pantau.stream.settings import Settings
+
+    async def scenario() -> None:
+        clean = _worker(Changelogs())
+        for batch in night:
+            await _stored(clean, [batch])
+        worker = _worker(SlowChangelogs(), Settings(partitions=PARTITIONS, flush_interval=1e-6))
+        worker.app.consumer = consumer = Consumer()
+        overlapped = 0
+        for batch in night:
+            overlapped += worker.storing is not None and not worker.storing.done()
+            await worker.receive(batch)
+        await worker.storing
+        consumer.done(await worker.flush())
+        assert overlapped >= len(night) // 2  # most batches were inspected while a store ran
+        assert _tables(worker) == _tables(clean)
+        assert set(_alerts(worker)) == set(_alerts(clean))
+        assert sorted((m.partition, m.offset) for m in consumer.acknowledged) == sorted(
+            (m.partition, m.offset) for batch in night for m in batch)
+
+    asyncio.run(scenario())
+
+
+def test_states_being_stored_are_read_until_the_table_has_them_and_later_writes_win():
+    from pantau.stream.app import BatchStates
+
+    async def scenario() -> None:
+        worker = _worker(SlowChangelogs())
+        states = BatchStates(worker.table, positions=True)
+        states.partition, states.offset = 1, 7
+        states["a"], states["b"] = {"v": 1}, {"v": 1}
+        taken = states.take()
+        store = asyncio.ensure_future(states.store(taken, worker.changelog))
+        await asyncio.sleep(0)
+        states.offset = 9
+        states["b"] = {"v": 2}  # written while the store runs
+        assert (states["a"], states.position("a"), states["b"], states.position("b")) == ({"v": 1}, 7, {"v": 2}, 9)
+        assert "a" not in worker.table.data  # the table takes them once the broker has them
+        await store
+        assert worker.table.data["a"] == {"o": 7, "s": {"v": 1}} and states.storing == {}
+        assert (states["a"], states["b"]) == ({"v": 1}, {"v": 2})
+        states.forget()
+        assert states["b"] == {"v": 1} and states.position("b") == 7
 
     asyncio.run(scenario())
