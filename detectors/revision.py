@@ -111,19 +111,19 @@ class CompactStates(MutableMapping[str, State]):
         self.layouts: dict[str, list[str]] = {}
 
     def __getitem__(self, key: str) -> State:
-        stored = self.store[key]
+        return self._expand(self.store[key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        stored = self.store.get(key)
+        return default if stored is None else self._expand(stored)
+
+    def _expand(self, stored: dict[str, Any]) -> State:
         if "c" in stored:  # written before states were compact
             return stored
         paths = self.layouts.get(stored["l"])
         if paths is None:
             paths = self.layouts[stored["l"]] = self.store[f"layout:{stored['l']}"]
         return {"c": dict(zip(paths, stored["n"])), "h": stored["h"], "v": stored["v"]}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
 
     def __setitem__(self, key: str, state: State) -> None:
         paths = sorted(state["c"])

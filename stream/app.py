@@ -1,24 +1,26 @@
-"""The Faust application: topics, the state tables, the inspecting and assessing agents, web views.
+"""The Faust application: topics, the state tables, the submissions handler, the assessing agents, web views.
 
-:func:`create_app` builds a worker app from :class:`~pantau.stream.settings.Settings`. One agent
-consumes ``sirekap.submissions`` in batches (Faust's per-event cost dominates a single submission's
-detector cost), runs :class:`~pantau.detectors.inspector.TpsInspector` on each — the very code the
-offline replay runs — and publishes alerts and dead letters. Its :class:`~pantau.detectors.monitor.RegionalMonitor`
+:func:`create_app` builds a worker app from :class:`~pantau.stream.settings.Settings`. Submissions
+reach :meth:`Pipeline.receive` a fetched batch at a time, below Faust's per-event stream
+(:mod:`.batching`: Faust's per-event cost exceeds a form's checks), which runs
+:class:`~pantau.detectors.inspector.TpsInspector` on each — the very code the offline replay runs —
+and publishes alerts and dead letters. Its :class:`~pantau.detectors.monitor.RegionalMonitor`
 keeps the sums of the kecamatan and kabupaten/kota of its partitions (submissions are keyed by
 kabupaten/kota) and sends the changed ones to ``pantau.regional``. That topic has one partition: the
 worker holding it runs the :class:`~pantau.detectors.assessor.RegionalAssessor`, which sees every
 region, merges provinces, and every ``PANTAU_ASSESS_INTERVAL`` seconds publishes the regional alerts.
 
-A third agent consumes the desk's verdicts from ``pantau.verdicts``, keyed by kabupaten/kota like the
+An agent consumes the desk's verdicts from ``pantau.verdicts``, keyed by kabupaten/kota like the
 submissions and co-partitioned with them, into a :class:`~pantau.detectors.suppression.Suppressions`
 table: the inspecting agent does not publish a TPS alert whose id the desk has called a false alarm
 (``pantau_alerts_suppressed_total``). Regional alerts are not suppressed: the assessor publishes them
 from the regional topic's partition and holds no verdicts.
 
-Delivery is at-least-once (the embedded broker has no transactions): a batch's alerts and dead
+Delivery is at-least-once (the embedded broker has no transactions): a submission's alerts and dead
 letters are acknowledged by the broker *before* its region and revision states are written to the
-tables and its offsets committed (a verdict batch's dead letters likewise before its suppression
-states). A crash in between makes the restarted worker consume the batch again, with tables that may
+tables (in the background, once per ``PANTAU_FLUSH_INTERVAL``) and its offset committed (a verdict
+batch's dead letters likewise before its suppression states). A crash in between makes the restarted
+worker consume the submission again, with tables that may
 already hold it; processing is idempotent by source position (:meth:`Pipeline.process`): every revision
 and region state carries the offset of the last submission that changed it, and what a state already
 holds is not applied to it again. Alert ids are deterministic, so what is redone yields the same alerts
@@ -36,12 +38,13 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import faust
+import faust.stores.memory
 import mode
 import orjson
 from faust.types import TP, Message
@@ -61,6 +64,7 @@ from .metrics import Metrics, StallWatch, expected_tps
 from .rewind import use_full_rewind
 from .settings import Settings
 
+_ABSENT = object()
 log = logging.getLogger(__name__)
 
 REVISION_TABLE = "revisions"
@@ -157,30 +161,46 @@ class BatchStates(MutableMapping[str, State]):
         self.storing: dict[str, tuple[State, int, int | None]] = {}  # taken, until the table has them
         self.partition = 0
         self.offset: int | None = None  # the source offset written with the states set (``positions``)
+        self._values: Any = None  # :meth:`_table_values`
 
-    def _stored(self, key: str) -> tuple[Any, int | None]:
-        value = self.table.data[key]
+    def _stored(self, key: str) -> tuple[Any, int | None] | None:
+        """``(state, position)`` as the table holds it; None when it holds none."""
+        value = self._table_values().get(key, _ABSENT)
+        if value is _ABSENT:
+            return None
         if self.positions and type(value) is dict and len(value) == 2 and "o" in value and "s" in value:
             return value["s"], value["o"]
         return value, None  # no position: written without (or before) them
+
+    def _table_values(self) -> Mapping[str, Any]:
+        """The table's values: a memory store's own dict, looked up several times per submission (a miss
+        through the store's Mapping interface raises and catches a KeyError)."""
+        if self._values is None:
+            store = self.table.data
+            self._values = store.data if isinstance(store, faust.stores.memory.Store) else store
+        return self._values
 
     def _unstored(self, key: str) -> tuple[State, int, int | None] | None:
         entry = self.pending.get(key)
         return self.storing.get(key) if entry is None else entry
 
     def __getitem__(self, key: str) -> State:
-        entry = self._unstored(key)
-        return self._stored(key)[0] if entry is None else entry[0]
+        entry = self._unstored(key) or self._stored(key)
+        if entry is None:
+            raise KeyError(key)
+        return entry[0]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        entry = self._unstored(key) or self._stored(key)
+        return default if entry is None else entry[0]
 
     def position(self, key: str) -> int | None:
         """The source offset of the last submission that changed ``key``'s state, if known."""
         entry = self._unstored(key)
         if entry is not None:
             return entry[2]
-        try:
-            return self._stored(key)[1]
-        except KeyError:
-            return None
+        stored = self._stored(key)
+        return None if stored is None else stored[1]
 
     def __setitem__(self, key: str, state: State) -> None:
         if self.keep_unchanged and self.get(key) == state:
@@ -205,12 +225,12 @@ class BatchStates(MutableMapping[str, State]):
     async def store(self, taken: dict[str, tuple[State, int, int | None]], producer: ChangelogProducer) -> None:
         """Log the states taken, then, once the broker has all of them, store them in the table (a failed
         send leaves the table as it was)."""
-        data = self.table.data
+        data, values = self.table.data, self._table_values()
         topic = self.table.changelog_topic.get_topic_name()
         writes, sends = [], []
         for key, (state, partition, offset) in taken.items():
             value = {"o": offset, "s": state} if self.positions and offset is not None else state
-            if data.get(key) == value:  # an identical resubmission changes nothing
+            if values.get(key) == value:  # an identical resubmission changes nothing
                 continue
             writes.append((key, value))
             # encoded as Faust's json codec would, so that recovery reads it like any table write
