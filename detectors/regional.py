@@ -411,7 +411,7 @@ class RegionSums:
 
     @property
     def count(self) -> int:
-        return int(round(self.vector[IX["tps"]]))
+        return round(float(self.vector[IX["tps"]]))
 
     @property
     def turnout_mean(self) -> float:
@@ -689,7 +689,7 @@ def fingerprint_test(sums: RegionSums, parent: RegionSums | None) -> RegionTest:
         rest_n = max(parent.count - n, 0)
         rest_hits = min(max(int(round(parent.candidates[leader][CX["hi"]])) - hits, 0), rest_n)
     rate = (rest_hits + 0.5) / (rest_n + 1)
-    pvalue = float(stats.binom.sf(hits - 1, n, rate)) if hits else 1.0
+    pvalue = kernels.binomial_at_least(hits, n, rate)
     std = math.sqrt(rate * (1 - rate) / n)
     return RegionTest(hits / n, n, rate, pvalue, std, (hits / n - rate) / std, "fingerprint")
 
@@ -917,12 +917,12 @@ def _excess(sums: RegionSums, province: RegionSums | None, nulls: dict[str, Neig
         rest_n = whole[0] - mine[0]
         if rest_n <= 0:
             continue
-        rate = float(np.clip((whole[1 + null.edge] - mine[1 + null.edge] + 0.5) / (rest_n + 1), 1e-6, 1 - 1e-6))
+        rate = min(max(float(whole[1 + null.edge] - mine[1 + null.edge] + 0.5) / float(rest_n + 1), 1e-6), 1 - 1e-6)
         if null.rho > 0:
             scale = (1 - null.rho) / null.rho
-            pvalue = float(stats.betabinom.sf(x - 1, n, rate * scale, (1 - rate) * scale))
+            pvalue = kernels.beta_binomial_at_least(x, n, rate * scale, (1 - rate) * scale)
         else:
-            pvalue = float(stats.binom.sf(x - 1, n, rate))
+            pvalue = kernels.binomial_at_least(x, n, rate)
         tested += 1
         if best is None or pvalue < best[0]:
             best = (pvalue, key, x / n, rate, n, null.rho)

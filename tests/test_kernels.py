@@ -1,5 +1,5 @@
 """The compiled kernels (detectors/kernels.py) against the plain definitions they replace: the station
-null against scipy's distributions, the per-count sums against the loop written out in Python, the
+null and the upper tails against scipy's distributions, the per-count sums against the loop written out in Python, the
 kelurahan residuals and the corner rank against their numpy forms (those exactly)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 from scipy import stats
+from scipy.special import logsumexp
 
 from pantau.detectors import kernels
 from pantau.detectors.regional import (
@@ -135,6 +136,23 @@ def test_corner_count_is_the_full_conformal_rank_of_the_numpy_form():
         own = as_high[i, j] + 1
         as_high[: i + 1, : j + 1] += 1
         assert kernels.corner_count(cells, without, i, j) == (int(peers[as_high <= own].sum()), int(peers.sum()))
+
+
+@pytest.mark.parametrize("n", [1, 7, 60, 497, 3_000])
+def test_upper_tails_are_scipys_survival_functions(n):
+    """P(X ≥ x) against scipy: the binomial's sf(x − 1) (exact down to 1e-300); the beta-binomial's pmf
+    summed over the tail (its sf is 1 − cdf, 1e-7 off at 2e-5 with n = 3,000)."""
+    rng = np.random.default_rng(n)
+    for x in sorted({0, 1, n // 4, n // 2, n, n + 1, int(rng.integers(0, n + 1))}):
+        for p in (1e-6, 0.03, 0.5, 0.97):
+            exact = stats.binom.sf(x - 1, n, p)
+            assert kernels.binomial_at_least(x, n, p) == pytest.approx(exact, rel=1e-9, abs=1e-300), (x, p)
+        for a, b in ((0.4, 30.0), (12.0, 9.0), (80.0, 0.3)):
+            exact = float(np.exp(logsumexp(stats.betabinom.logpmf(np.arange(x, n + 1), n, a, b)))) if x <= n else 0.0
+            tail = kernels.beta_binomial_at_least(x, n, a, b)
+            assert tail == pytest.approx(exact, rel=1e-9, abs=1e-300), (x, a, b)
+            assert 0.0 <= tail <= 1.0
+    assert kernels.binomial_at_least(1, n, 0.0) == 0.0 and kernels.binomial_at_least(1, n, 1.0) == 1.0
 
 
 def test_without_a_writable_cache_the_kernels_compile_in_memory(tmp_path):
