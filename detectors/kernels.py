@@ -51,22 +51,13 @@ def station_nulls(n: int, x: np.ndarray, alpha: np.ndarray, beta: np.ndarray, wi
     for r in range(m):
         count = x[r]
         if with_prior[r]:
-            a, b = alpha[r] + count, beta[r] + n - count
-            # pmf(k+1)/pmf(k) of the beta-binomial, accumulated in logs: no overflow at any n
-            log_pmf[0] = top = 0.0
-            for k in range(n):
-                log_pmf[k + 1] = log_pmf[k] + math.log((n - k) * (k + a) / ((k + 1) * (n - k - 1 + b)))
-                top = max(top, log_pmf[k + 1])
+            top = _beta_binomial_log_pmf(n, alpha[r] + count, beta[r] + n - count, log_pmf)
         elif count == 0 or count == n:  # a share of 0 or 1 has no spread: the count itself is expected
             for c in range(columns):
                 out[r, c] = table[count, c]
             continue
         else:
-            odds = math.log(count / n) - math.log1p(-count / n)
-            log_pmf[0] = top = 0.0
-            for k in range(n):
-                log_pmf[k + 1] = log_pmf[k] + math.log((n - k) / (k + 1)) + odds
-                top = max(top, log_pmf[k + 1])
+            top = _binomial_log_pmf(n, count / n, log_pmf)
         total = 0.0
         for k in range(n + 1):
             gap = log_pmf[k] - top
@@ -92,12 +83,8 @@ def binomial_at_least(x: int, n: int, p: float) -> float:
         return 1.0
     if x > n or p <= 0.0:
         return 0.0
-    odds = math.log(p) - math.log1p(-p)
     log_pmf = np.empty(n + 1)
-    log_pmf[0] = 0.0
-    for k in range(n):
-        log_pmf[k + 1] = log_pmf[k] + math.log((n - k) / (k + 1)) + odds
-    return _share_at_least(log_pmf, x)
+    return _share_at_least(log_pmf, x, _binomial_log_pmf(n, p, log_pmf))
 
 
 @compiled
@@ -108,16 +95,34 @@ def beta_binomial_at_least(x: int, n: int, a: float, b: float) -> float:
     if x > n:
         return 0.0
     log_pmf = np.empty(n + 1)
-    log_pmf[0] = 0.0
-    for k in range(n):
-        log_pmf[k + 1] = log_pmf[k] + math.log((n - k) * (k + a) / ((k + 1) * (n - k - 1 + b)))
-    return _share_at_least(log_pmf, x)
+    return _share_at_least(log_pmf, x, _beta_binomial_log_pmf(n, a, b, log_pmf))
 
 
 @compiled
-def _share_at_least(log_pmf: np.ndarray, x: int) -> float:
-    """The share of the mass at ``x`` and above of a pmf given by its logs up to a constant."""
-    top = np.max(log_pmf)
+def _binomial_log_pmf(n: int, p: float, out: np.ndarray) -> float:
+    """Binomial(n, p)'s log pmf over 0..n into ``out``, less log pmf(0), from pmf(k+1)/pmf(k) (no overflow
+    at any n); returns the largest."""
+    odds = math.log(p) - math.log1p(-p)
+    out[0] = top = 0.0
+    for k in range(n):
+        out[k + 1] = out[k] + math.log((n - k) / (k + 1)) + odds
+        top = max(top, out[k + 1])
+    return top
+
+
+@compiled
+def _beta_binomial_log_pmf(n: int, a: float, b: float, out: np.ndarray) -> float:
+    """BetaBinomial(n, a, b)'s log pmf over 0..n into ``out``, as :func:`_binomial_log_pmf`."""
+    out[0] = top = 0.0
+    for k in range(n):
+        out[k + 1] = out[k] + math.log((n - k) * (k + a) / ((k + 1) * (n - k - 1 + b)))
+        top = max(top, out[k + 1])
+    return top
+
+
+@compiled
+def _share_at_least(log_pmf: np.ndarray, x: int, top: float) -> float:
+    """The share of the mass at ``x`` and above of a pmf given by its logs up to a constant, the largest ``top``."""
     total = above = 0.0
     for k in range(log_pmf.shape[0]):
         weight = math.exp(log_pmf[k] - top)
